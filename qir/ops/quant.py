@@ -163,16 +163,27 @@ def _infer_qbinary(op):
     return [TensorType(broadcast_shapes(t(op, 0).shape, t(op, 1).shape), None)]
 
 
+def _verify_qadd(op) -> None:
+    _verify_qbinary(op)
+    for side in ("lhs", "rhs"):
+        m, e = op.attr(f"{side}_multiplier"), op.attr(f"{side}_shift")
+        if not 0 <= m < 2**31 or not -31 <= e <= 30:
+            raise QirError(f"{side} multiplier {m} / shift {e} out of range")
+    if abs(op.attr("lhs_shift") - op.attr("rhs_shift")) > 15:
+        raise QirError("lhs and rhs shifts differ by more than 15: the smaller term must be "
+                       "folded into a lower multiplier (see docs/semantics.md)")
+
+
 _qbin_common = {"output_zp": Attr("int", 0), "clamp_min": Attr("int"),
-                "clamp_max": Attr("int"), "rounding": Attr("str", "single",
-                                                           choices=ROUNDING_MODES)}
+                "clamp_max": Attr("int")}
 define_op("qir.qadd", ["lhs", "rhs"],
           {"lhs_multiplier": Attr("int"), "lhs_shift": Attr("int"),
            "rhs_multiplier": Attr("int"), "rhs_shift": Attr("int"), **_qbin_common},
-          infer=_infer_qbinary, verify=_verify_qbinary, category="quant",
+          infer=_infer_qbinary, verify=_verify_qadd, category="quant",
           doc="Integer add: y = clamp(zp_y + round((a - zp_a) m_a + (b - zp_b) m_b)), one "
               "rounding, m = M 2^(e - 31).")
 define_op("qir.qmul", ["lhs", "rhs"],
-          {"multiplier": Attr("int"), "shift": Attr("int"), **_qbin_common},
+          {"multiplier": Attr("int"), "shift": Attr("int"), **_qbin_common,
+           "rounding": Attr("str", "single", choices=ROUNDING_MODES)},
           infer=_infer_qbinary, verify=_verify_qbinary, category="quant",
           doc="Integer mul: y = clamp(zp_y + rescale((a - zp_a)(b - zp_b), M, e)).")
