@@ -194,6 +194,18 @@ class Function:
     def release_name(self, name: str) -> None:
         self._names.discard(name)
 
+    def rename(self, value: Value, name: str) -> bool:
+        """Give `value` the name `name` if it is free (returns whether it did)."""
+        name = sanitize_name(name)
+        if name == value.name:
+            return True
+        if name in self._names:
+            return False
+        self._names.discard(value.name)
+        self._names.add(name)
+        value.name = name
+        return True
+
     # --- building ---------------------------------------------------------------------
     def add_arg(self, name: str, type: TensorType) -> Value:
         v = Value("", type)

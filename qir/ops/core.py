@@ -60,9 +60,15 @@ define_op("qir.cast", ["input"], {"to": Attr("str", choices=SCALAR_TYPES)},
 
 define_op("qir.observe", ["input"],
           {"id": Attr("str", doc="observer id, key of the calibration statistics"),
-           "kind": Attr("str", "activation", choices=("activation", "weight", "bias"))},
+           "method": Attr("str", "minmax", doc="calibration method that sets min/max"),
+           "min": Attr("float?", None, doc="calibrated range, set by the calibrate pass"),
+           "max": Attr("float?", None),
+           "outlier_ratio": Attr("float?", None, doc="largest per-channel |x| over the "
+                                 "median one (last axis), set by calibrate"),
+           "dtype": Attr("str", "i8", choices=("i8", "u8", "i16", "f8e4m3", "f8e5m2"),
+                         doc="storage chosen for this tensor by insert-observers")},
           infer=lambda op: [t(op)], category="float",
-          doc="Identity that records statistics of its input during calibration.")
+          doc="Identity that marks a tensor to quantize; calibration records its range.")
 
 
 def constant_array(value) -> np.ndarray | None:

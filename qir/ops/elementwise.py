@@ -74,7 +74,11 @@ def _verify_binary(op) -> None:
         raise QirError(f"operands have different element types: {a} and {b}")
 
 
-for _name, _doc in [("add", "a + b"), ("sub", "a - b"), ("mul", "a * b"),
+define_op("qir.add", ["lhs", "rhs"], {"clamp_min": Attr("float?", None, doc="fused activation"),
+                                       "clamp_max": Attr("float?", None)},
+          infer=_infer_binary, verify=_verify_binary, category="any",
+          doc="a + b, with numpy broadcasting; then the fused clamp, if any.")
+for _name, _doc in [("sub", "a - b"), ("mul", "a * b"),
                     ("div", "a / b (true division for floats)"), ("pow", "a ** b"),
                     ("maximum", "max(a, b)"), ("minimum", "min(a, b)")]:
     define_op(f"qir.{_name}", ["lhs", "rhs"], infer=_infer_binary, verify=_verify_binary,

@@ -39,6 +39,11 @@ def conv_output_shape(op, nd: int) -> tuple[int, ...]:
     return (x.shape[0], w.shape[0]) + spatial
 
 
+# A fused activation is a clamp on the result: relu = clamp_min 0, relu6 = [0, 6].
+FUSED_CLAMP = {"clamp_min": Attr("float?", None, doc="fused activation: lower bound"),
+               "clamp_max": Attr("float?", None, doc="fused activation: upper bound")}
+
+
 def conv_attrs(nd: int) -> dict[str, Attr]:
     return {"stride": Attr("ints", [1] * nd), "padding": Attr("ints", [0] * (2 * nd),
             doc="begins of every spatial dim, then ends (ONNX order)"),
@@ -53,7 +58,8 @@ def _float_conv(nd: int) -> None:
         for i in range(len(op.operands)):
             require_float(op, i)
 
-    define_op(f"qir.conv{nd}d", ["input", "weight", "bias?"], conv_attrs(nd), infer=infer,
+    define_op(f"qir.conv{nd}d", ["input", "weight", "bias?"], {**conv_attrs(nd), **FUSED_CLAMP},
+              infer=infer,
               verify=verify, doc=f"{nd}-d cross-correlation (PyTorch conv{nd}d), groups "
               "for grouped and depthwise convolution.")
 
@@ -76,7 +82,7 @@ def _verify_all_float(op):
         require_float(op, i)
 
 
-define_op("qir.linear", ["input", "weight", "bias?"],
+define_op("qir.linear", ["input", "weight", "bias?"], FUSED_CLAMP,
           infer=lambda op: [TensorType(linear_output_shape(op), t(op).elem)],
           verify=_verify_all_float, doc="x @ weight.T + bias; weight is [out, in].")
 
@@ -98,7 +104,7 @@ def matmul_output_shape(op) -> tuple[int, ...]:
     return out
 
 
-define_op("qir.matmul", ["lhs", "rhs"],
+define_op("qir.matmul", ["lhs", "rhs"], FUSED_CLAMP,
           infer=lambda op: [TensorType(matmul_output_shape(op), t(op).elem)],
           verify=_verify_all_float, doc="numpy/torch matmul with batch broadcasting.")
 

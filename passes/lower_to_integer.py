@@ -1,0 +1,175 @@
+"""lower-to-integer: QDQ patterns become integer ops.
+
+    quantize_Y(conv2d(dequantize(x), dequantize(w), dequantize(b)))
+      → requantize(qconv2d(x, w, b_i32)) : Y
+
+and likewise linear/matmul (int8 × int8 → int32, int32 bias), add → qadd, mul → qmul.
+Every requantize carries its integer multipliers and shifts, computed here once in
+double precision (m_c = s_x · s_w[c] / s_y); a fused activation clamp on the float op
+becomes the requantize's integer clamp. Backends never see a float scale.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+
+from qir.ir import Module, Op, Value
+from qir.types import QuantType, TensorType
+
+from passes.quant_math import quantize_multiplier
+from passes.registry import register_pass
+from passes.rewrite import Rewriter, apply_patterns, pattern
+from passes.utils import single_user
+
+INT_COMPUTE = {"qir.conv1d": "qir.qconv1d", "qir.conv2d": "qir.qconv2d",
+               "qir.linear": "qir.qlinear", "qir.matmul": "qir.qmatmul"}
+
+
+def _dq_input(v: Value) -> Value | None:
+    op = v.owner
+    if op is None or op.name != "qir.dequantize":
+        return None
+    src = op.operands[0]
+    q = src.type.elem
+    if not isinstance(q, QuantType) or q.is_fp8 or q.is_per_group:
+        return None
+    return src
+
+
+def _int_clamp(op: Op, out: QuantType) -> tuple[int, int]:
+    """The fused float clamp of `op` expressed in the output's integers."""
+    lo, hi = out.storage_min, out.storage_max
+    cmin, cmax = op.attr("clamp_min"), op.attr("clamp_max")
+    # quantize is monotonic, so quantize(clamp(y)) == clamp(quantize(y), quantize(bounds))
+    if cmin is not None:
+        lo = max(lo, min(hi, out.zero_point + int(np.rint(np.float32(cmin) /
+                                                           np.float32(out.scale)))))
+    if cmax is not None:
+        hi = min(hi, max(lo, out.zero_point + int(np.rint(np.float32(cmax) /
+                                                           np.float32(out.scale)))))
+    return lo, hi
+
+
+def _quantize_user(op: Op) -> Op | None:
+    user = single_user(op.result)
+    if user is None or user.name != "qir.quantize":
+        return None
+    q = user.result.type.elem
+    if not isinstance(q, QuantType) or q.axis is not None or q.is_fp8:
+        return None
+    return user
+
+
+def _lower_compute(op: Op, rw: Rewriter, rounding: str) -> bool:
+    qout = _quantize_user(op)
+    if qout is None:
+        return False
+    x = _dq_input(op.operands[0])
+    w = _dq_input(op.operands[1])
+    if x is None or w is None or x.type.quant.axis is not None:
+        return False
+    xq, wq = x.type.quant, w.type.quant
+    if op.name != "qir.matmul" and any(z != 0 for z in wq.zero_points):
+        return False
+    if op.name == "qir.matmul" and wq.axis is not None:
+        return False
+    out_q: QuantType = qout.result.type.quant
+    bias = None
+    if len(op.operands) > 2:
+        b = _dq_input(op.operands[2])
+        if b is None or b.type.quant.storage != "i32":
+            return False
+        n = len(b.type.quant.scales)
+        sw = wq.scales if len(wq.scales) == n else wq.scales * n
+        want = [xq.scale * s for s in sw]
+        if not np.allclose(b.type.quant.scales, want, rtol=1e-12, atol=0):
+            return False  # bias scale must be s_x · s_w: quantize sets it so
+        if b.owner is None or b.owner.name != "qir.param":
+            return False
+        braw = rw.create_before(op, "qir.param", [], {"name": b.owner.attr("name")},
+                                [TensorType(b.type.shape, "i32")], loc=b.owner.loc)
+        bias = braw.result
+    attrs = {k: v for k, v in op.attrs.items() if k not in ("clamp_min", "clamp_max")}
+    operands = [x, w] + ([bias] if bias is not None else [])
+    acc = rw.create_before(op, INT_COMPUTE[op.name], operands, attrs, loc=op.loc,
+                           names=[f"{op.result.name}_acc"])
+    channels = acc.result.type.shape[1] if op.name.startswith("qir.conv") else \
+        acc.result.type.shape[-1]
+    sw = list(wq.scales) if wq.axis is not None else [wq.scales[0]]
+    mults, shifts = [], []
+    for s in sw:
+        m, e = quantize_multiplier(xq.scale * s / out_q.scale)
+        mults.append(m)
+        shifts.append(e)
+    axis = None
+    if len(set(zip(mults, shifts))) > 1:
+        axis = 1 if op.name.startswith("qir.conv") else acc.result.type.rank - 1
+        assert len(mults) == channels
+    else:
+        mults, shifts = mults[:1], shifts[:1]
+    lo, hi = _int_clamp(op, out_q)
+    rq = rw.create_before(op, "qir.requantize", [acc.result], {
+        "multiplier": mults, "shift": shifts, "axis": axis, "input_zp": 0,
+        "output_zp": out_q.zero_point, "clamp_min": lo, "clamp_max": hi,
+        "rounding": rounding}, [qout.result.type], loc=op.loc,
+        names=[qout.result.name])
+    rw.replace_op(qout, rq.results)
+    rw.erase_op(op)
+    return True
+
+
+def _lower_elementwise(op: Op, rw: Rewriter, rounding: str) -> bool:
+    qout = _quantize_user(op)
+    if qout is None:
+        return False
+    a, b = _dq_input(op.operands[0]), _dq_input(op.operands[1])
+    if a is None or b is None or a.type.quant.axis is not None or b.type.quant.axis is not None:
+        return False
+    aq, bq, oq = a.type.quant, b.type.quant, qout.result.type.quant
+    lo, hi = _int_clamp(op, oq) if op.name == "qir.add" else (oq.storage_min, oq.storage_max)
+    common = {"output_zp": oq.zero_point, "clamp_min": lo, "clamp_max": hi}
+    if op.name == "qir.add":
+        ma, ea = quantize_multiplier(aq.scale / oq.scale)
+        mb, eb = quantize_multiplier(bq.scale / oq.scale)
+        # keep the two exponents within 15 of each other (docs/semantics.md): the much
+        # smaller term loses low bits of its multiplier
+        while ea - eb > 15:
+            mb, eb = (mb + 1) >> 1, eb + 1
+        while eb - ea > 15:
+            ma, ea = (ma + 1) >> 1, ea + 1
+        attrs = {"lhs_multiplier": ma, "lhs_shift": ea, "rhs_multiplier": mb,
+                 "rhs_shift": eb, **common}
+        name = "qir.qadd"
+    else:
+        m, e = quantize_multiplier(aq.scale * bq.scale / oq.scale)
+        attrs = {"multiplier": m, "shift": e, "rounding": rounding, **common}
+        name = "qir.qmul"
+    new = rw.create_before(op, name, [a, b], attrs, [qout.result.type], loc=op.loc,
+                           names=[qout.result.name])
+    rw.replace_op(qout, new.results)
+    rw.erase_op(op)
+    return True
+
+
+@register_pass("lower-to-integer")
+def lower_to_integer(
+    module: Module, *,
+    rounding: Annotated[Literal["single", "gemmlowp"], "requantize rounding mode "
+                        "(docs/semantics.md)"] = "single",
+) -> bool:
+    """Turn QDQ patterns around conv/linear/matmul/add/mul into integer ops with
+    requantize."""
+    patterns = [pattern(n)(lambda op, rw: _lower_compute(op, rw, rounding))
+                for n in INT_COMPUTE]
+    patterns += [pattern(n)(lambda op, rw: _lower_elementwise(op, rw, rounding))
+                 for n in ("qir.add", "qir.mul")]
+    changed = apply_patterns(module, patterns)
+    if changed:
+        from passes.utils import eliminate_dead_code, prune_params
+
+        for fn in module.functions.values():
+            eliminate_dead_code(fn)
+        prune_params(module)
+    return changed

@@ -1,0 +1,187 @@
+"""quantize: calibrated observers become quantize/dequantize pairs (QDQ form) and the
+weights and biases of the ops between them become quantized constants.
+
+Defaults follow the TFLite int8 spec: activations int8 per-tensor asymmetric; weights
+int8 symmetric per output channel in [-127, 127]; bias int32 with scale s_in·s_w[c] and
+zero point 0. Options: uint8 activations, per-tensor weights, int16 activations
+(symmetric, zero point 0). A tensor whose calibration saw outlier channels (largest
+channel over median channel above `outlier-threshold`) is quantized to int16 (or kept
+float with `outliers=float`): trained transformers carry such channels and int8
+per-tensor would crush every other channel to a few levels.
+
+The QDQ module still computes in float (simulated quantization); lower-to-integer turns
+the patterns into integer ops. An op whose int32 accumulator could overflow with the
+actual weights (K · max|x − zp| · Σ|w|) is kept in float and reported in the notes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+
+from qir.builder import Builder
+from qir.diagnostics import QirError
+from qir.ir import Function, Module, Op, Value
+from qir.types import QuantType, TensorType
+
+from passes.manager import PassContext
+from passes.quant_math import quantize_array, quantize_bias, storage_range
+from passes.registry import register_pass
+from passes.utils import constant_array, param_name
+
+COMPUTE = ("qir.conv1d", "qir.conv2d", "qir.linear", "qir.matmul")
+INT32_MAX = 2**31 - 1
+
+
+def activation_type(lo: float, hi: float, dtype: str, expressed: str = "f32") -> QuantType:
+    """Per-tensor quant type for a calibrated range: asymmetric for i8/u8, symmetric
+    (zero point 0) for i16."""
+    from passes.observers import quant_params_from_range
+
+    qmin, qmax = storage_range(dtype)
+    scale, zp = quant_params_from_range(lo, hi, qmin, qmax, symmetric=(dtype == "i16"))
+    return QuantType(dtype, expressed, (scale,), (zp,))
+
+
+def _qdq(fn: Function, value: Value, anchor: Op, q: QuantType, name: str) -> Value:
+    b = Builder(fn, after=anchor, loc=anchor.loc)
+    qv = b.value("qir.quantize", [value], result_types=[value.type.with_elem(q)],
+                 names=[f"{name}_q"])
+    return b.value("qir.dequantize", [qv], names=[f"{name}_dq"])
+
+
+def _dequantized_input(v: Value) -> QuantType | None:
+    """The quant type of `v` when v = dequantize(quantize(...)) per-tensor."""
+    op = v.owner
+    if op is None or op.name != "qir.dequantize":
+        return None
+    q = op.operands[0].type.elem
+    return q if isinstance(q, QuantType) and q.axis is None else None
+
+
+def _quantized_param(fn: Function, anchor: Op, data: np.ndarray, q: QuantType, name: str,
+                     loc) -> Value:
+    module = fn.module
+    pname = module.add_param(name, data)
+    b = Builder(fn, before=anchor, loc=loc)
+    pv = b.value("qir.param", [], {"name": pname},
+                 result_types=[TensorType(data.shape, q)], names=[name])
+    return b.value("qir.dequantize", [pv], names=[f"{name}_dq"])
+
+
+def _weight_type(w: np.ndarray, per_channel: bool) -> QuantType:
+    from passes.observers import weight_scales
+
+    if per_channel:
+        scales = weight_scales(w, axis=0, qmax=127)
+        return QuantType("i8", "f32", tuple(float(s) for s in scales), (0,) * len(scales),
+                         -127, 127, axis=0)
+    scale = float(weight_scales(w, axis=None, qmax=127).reshape(-1)[0])
+    return QuantType("i8", "f32", (scale,), (0,), -127, 127)
+
+
+def _accumulator_bound(xq: QuantType, wq_data: np.ndarray, op: Op) -> int:
+    """Largest |int32 accumulator| any input could produce, given the actual weights."""
+    zp = xq.zero_point
+    max_x = max(xq.storage_max - zp, zp - xq.storage_min)
+    w = np.abs(wq_data.astype(np.int64))
+    if op.name == "qir.matmul":  # rhs [.., K, N]: sum over K per column
+        per_out = w.sum(axis=-2).max()
+    else:  # conv / linear: weight [out, ...]: sum over everything but axis 0
+        per_out = w.reshape(w.shape[0], -1).sum(axis=1).max()
+    return int(max_x) * int(per_out)
+
+
+def _quantize_compute(fn: Function, op: Op, per_channel: bool, notes: list[str]) -> bool:
+    """Give a conv/linear/matmul with dequantized activations quantized weights/bias."""
+    xq = _dequantized_input(op.operands[0])
+    if xq is None:
+        return False
+    if op.name == "qir.matmul":
+        rhs_q = _dequantized_input(op.operands[1])
+        if rhs_q is not None:
+            return True  # activation x activation: nothing constant to quantize
+        w = constant_array(op.operands[1])
+        if w is None:
+            return False
+        wtype = _weight_type(w.reshape(1, -1), per_channel=False)
+    else:
+        w = constant_array(op.operands[1])
+        if w is None:
+            return False
+        wtype = _weight_type(w, per_channel)
+    wdata = quantize_array(w, wtype)
+    bound = _accumulator_bound(xq, wdata, op)
+    b_arr = constant_array(op.operands[2]) if len(op.operands) > 2 else None
+    if bound > INT32_MAX:
+        notes.append(f"kept {op.name} %{op.result.name} ({op.loc}) in float: its int32 "
+                     f"accumulator could reach {bound} with {xq.storage} inputs")
+        return False
+    wname = param_name(op.operands[1]) or op.operands[1].name
+    wd = _quantized_param(fn, op, wdata, wtype, f"{wname}.q", op.loc)
+    op.set_operand(1, wd)
+    if b_arr is not None:
+        s_w = np.asarray(wtype.scales, np.float64)
+        if len(s_w) == 1:
+            s_w = np.full(b_arr.shape[0], s_w[0])
+        bscales = xq.scale * s_w
+        bdata = quantize_bias(b_arr, bscales)
+        if np.any(np.abs(bdata.astype(np.int64)) + bound > INT32_MAX):
+            raise QirError(f"bias of {op.name} %{op.result.name} ({op.loc}) overflows int32 "
+                           "with its scale; recalibrate with a wider input range")
+        btype = QuantType("i32", "f32", tuple(float(s) for s in bscales),
+                          (0,) * len(bscales), axis=0)
+        bname = param_name(op.operands[2]) or op.operands[2].name
+        op.set_operand(2, _quantized_param(fn, op, bdata, btype, f"{bname}.q", op.loc))
+    return True
+
+
+@register_pass("quantize")
+def quantize(
+    module: Module, ctx: PassContext, *,
+    weights: Annotated[Literal["per-channel", "per-tensor"], "weight granularity"] =
+        "per-channel",
+    activations: Annotated[Literal["observer", "i8", "u8", "i16"],
+                           "activation storage (observer: what insert-observers chose)"] =
+        "observer",
+    outliers: Annotated[Literal["int16", "float", "keep"],
+                        "what to do with tensors that have outlier channels"] = "int16",
+    outlier_threshold: Annotated[float, "max-channel / median-channel ratio that counts "
+                                 "as outliers"] = 16.0,
+) -> bool:
+    """Turn calibrated observers into quantize/dequantize pairs and quantize weights and
+    biases (TFLite int8 defaults)."""
+    changed = False
+    for fn in module.functions.values():
+        for op in fn.walk("qir.observe"):
+            lo, hi = op.attr("min"), op.attr("max")
+            if lo is None or hi is None:
+                raise QirError(f"observer '{op.attr('id')}' ({op.loc}) has no range: run "
+                               "calibrate before quantize")
+            dtype = op.attr("dtype") if activations == "observer" else activations
+            ratio = op.attr("outlier_ratio")
+            src = op.operands[0]
+            if ratio is not None and ratio > outlier_threshold and outliers != "keep":
+                if outliers == "float":
+                    ctx.notes.append(f"kept %{src.name} float: outlier channels "
+                                     f"({ratio:.0f}x the median)")
+                    fn.replace_all_uses(op.result, src)
+                    fn.erase(op)
+                    changed = True
+                    continue
+                dtype = "i16"
+            q = activation_type(lo, hi, dtype, src.type.elem if src.type.elem in
+                                ("f32", "f16", "bf16") else "f32")
+            dq = _qdq(fn, src, op, q, src.name)
+            fn.replace_all_uses(op.result, dq)
+            fn.erase(op)
+            changed = True
+        for op in fn.walk():
+            if op.name in COMPUTE:
+                changed |= _quantize_compute(fn, op, weights == "per-channel", ctx.notes)
+    if changed:
+        from passes.utils import prune_params
+
+        prune_params(module)
+    return changed
