@@ -31,6 +31,12 @@ def _describe(op: Op) -> str:
     return f"observer '{op.attr('id')}'{where}"
 
 
+def _failed(op: Op, e: Exception) -> CalibrationFailed:
+    """The observer's own message already names it; add where the tensor comes from."""
+    where = f" [at {op.loc}]" if not op.loc.is_unknown() else ""
+    return CalibrationFailed(f"{e}{where}")
+
+
 def _run_all(module: Module, batches: list[dict[str, Any]], observers: dict, second: bool,
              progress: bool, desc: str) -> None:
     from backends.numpy import run
@@ -42,7 +48,7 @@ def _run_all(module: Module, batches: list[dict[str, Any]], observers: dict, sec
         try:
             (obs.observe_second if second else obs.observe)(results[0])
         except ValueError as e:
-            raise CalibrationFailed(f"{_describe(op)}: {e}") from None
+            raise _failed(op, e) from None
 
     iterator = batches
     if progress:
@@ -99,7 +105,7 @@ def calibrate(module: Module, ctx: PassContext, *,
         try:
             lo, hi = obs.compute_range()
         except ValueError as e:
-            raise CalibrationFailed(f"{_describe(op)}: {e}") from None
+            raise _failed(op, e) from None
         op.attrs["min"] = float(lo)
         op.attrs["max"] = float(hi)
         op.attrs["method"] = obs.method

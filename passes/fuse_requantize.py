@@ -41,7 +41,7 @@ def _dq_to_q(op: Op, rw: Rewriter) -> bool:
     rq = rw.create_before(op, "qir.requantize", [x], {
         "multiplier": [m], "shift": [e], "input_zp": a.zero_point, "output_zp": b.zero_point,
         "clamp_min": b.storage_min, "clamp_max": b.storage_max}, [op.result.type], loc=op.loc)
-    rw.replace_op(op, rq.results)
+    rw.replace_op(op, rq.results, keep_names=True)
     return True
 
 
@@ -70,7 +70,7 @@ def _rq_of_rq(op: Op, rw: Rewriter) -> bool:
                  input_zp=inner.attr("input_zp"))
     new = rw.create_before(op, "qir.requantize", list(inner.operands), attrs,
                            [op.result.type], loc=op.loc)
-    rw.replace_op(op, new.results)
+    rw.replace_op(op, new.results, keep_names=True)
     rw.erase_op(inner)
     return True
 

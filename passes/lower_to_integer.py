@@ -89,7 +89,8 @@ def _lower_compute(op: Op, rw: Rewriter, rounding: str) -> bool:
         if b.owner is None or b.owner.name != "qir.param":
             return False
         braw = rw.create_before(op, "qir.param", [], {"name": b.owner.attr("name")},
-                                [TensorType(b.type.shape, "i32")], loc=b.owner.loc)
+                                [TensorType(b.type.shape, "i32")], loc=b.owner.loc,
+                                names=[f"{b.name}_i32"])
         bias = braw.result
     attrs = {k: v for k, v in op.attrs.items() if k not in ("clamp_min", "clamp_max")}
     operands = [x, w] + ([bias] if bias is not None else [])
@@ -113,9 +114,8 @@ def _lower_compute(op: Op, rw: Rewriter, rounding: str) -> bool:
     rq = rw.create_before(op, "qir.requantize", [acc.result], {
         "multiplier": mults, "shift": shifts, "axis": axis, "input_zp": 0,
         "output_zp": out_q.zero_point, "clamp_min": lo, "clamp_max": hi,
-        "rounding": rounding}, [qout.result.type], loc=op.loc,
-        names=[qout.result.name])
-    rw.replace_op(qout, rq.results)
+        "rounding": rounding}, [qout.result.type], loc=op.loc)
+    rw.replace_op(qout, rq.results, keep_names=True)
     rw.erase_op(op)
     return True
 
@@ -146,9 +146,8 @@ def _lower_elementwise(op: Op, rw: Rewriter, rounding: str) -> bool:
         m, e = quantize_multiplier(aq.scale * bq.scale / oq.scale)
         attrs = {"multiplier": m, "shift": e, "rounding": rounding, **common}
         name = "qir.qmul"
-    new = rw.create_before(op, name, [a, b], attrs, [qout.result.type], loc=op.loc,
-                           names=[qout.result.name])
-    rw.replace_op(qout, new.results)
+    new = rw.create_before(op, name, [a, b], attrs, [qout.result.type], loc=op.loc)
+    rw.replace_op(qout, new.results, keep_names=True)
     rw.erase_op(op)
     return True
 

@@ -61,7 +61,9 @@ def _sink_dequantize(op: Op, rw: Rewriter) -> bool:
         fn.insert_before(op, d)
     rw.touched.extend([new] + dqs)
     rw.changed = True
-    rw.replace_op(op, [d.result for d in dqs])
+    for r, nr in zip(op.results, new.results):
+        fn.rename(nr, f"{r.name}_q")
+    rw.replace_op(op, [d.result for d in dqs], keep_names=True)
     return True
 
 
@@ -102,7 +104,7 @@ def _align_concat(op: Op, rw: Rewriter) -> bool:
             "clamp_max": out_q.storage_max}, [s.type.with_elem(out_q)], loc=cat.loc)
         aligned.append(rq.result)
     new = rw.create_before(cat, "qir.concat", aligned, dict(cat.attrs), loc=cat.loc)
-    rw.replace_op(op, new.results)
+    rw.replace_op(op, new.results, keep_names=True)
     rw.erase_op(cat)
     return True
 

@@ -157,7 +157,8 @@ def quantize(
         for op in fn.walk("qir.observe"):
             lo, hi = op.attr("min"), op.attr("max")
             if lo is None or hi is None:
-                raise QirError(f"observer '{op.attr('id')}' ({op.loc}) has no range: run "
+                where = "" if op.loc.is_unknown() else f" ({op.loc})"
+                raise QirError(f"observer '{op.attr('id')}'{where} has no range: run "
                                "calibrate before quantize")
             dtype = op.attr("dtype") if activations == "observer" else activations
             ratio = op.attr("outlier_ratio")
@@ -181,7 +182,9 @@ def quantize(
             if op.name in COMPUTE:
                 changed |= _quantize_compute(fn, op, weights == "per-channel", ctx.notes)
     if changed:
-        from passes.utils import prune_params
+        from passes.utils import eliminate_dead_code, prune_params
 
+        for fn in module.functions.values():
+            eliminate_dead_code(fn)
         prune_params(module)
     return changed

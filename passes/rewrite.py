@@ -73,9 +73,13 @@ class Rewriter:
         self.touched.extend(new.users)
         self.changed = True
 
-    def replace_op(self, op: Op, new_values: Iterable[Value]) -> None:
-        """Redirect every use of op's results to new_values, then erase op."""
+    def replace_op(self, op: Op, new_values: Iterable[Value], *,
+                   keep_names: bool = False) -> None:
+        """Redirect every use of op's results to new_values, then erase op. With
+        keep_names, new values created for the replacement take the old names, so
+        printed IR stays easy to follow across passes."""
         new_values = list(new_values)
+        old_names = [r.name for r in op.results]
         if len(new_values) != len(op.results):
             raise QirError(f"replacing {op.name} with {len(new_values)} values, it has "
                            f"{len(op.results)} results")
@@ -83,6 +87,9 @@ class Rewriter:
             if old is not new:
                 self.replace_uses(old, new)
         self.erase_op(op)
+        if keep_names:
+            for new, name in zip(new_values, old_names):
+                self.fn.rename(new, name)
 
     def erase_op(self, op: Op) -> None:
         producers = [v.owner for v in op.operands if v.owner is not None]

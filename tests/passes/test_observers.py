@@ -186,12 +186,12 @@ def test_mse_is_the_grid_minimum(rng):
 
 
 def test_mse_ties_go_to_widest():
-    hist = np.zeros(16, dtype=np.int64)  # every candidate clips nothing: only step matters...
-    hist[8] = 10  # ...except that one bin sits at the centre: ties are impossible here,
+    hist = np.zeros(16, dtype=np.int64)
+    hist[8] = 10  # all mass in one bin just right of 0: a strict minimum, the narrowest
     lo, hi = _mse_range(hist, -1.0, 0.125, -1.0, 1.0, symmetric=False)
-    assert hi - lo < 0.1  # narrowest wins when there is a strict minimum
+    assert hi - lo < 0.1
     lo, hi = _mse_range(np.zeros(16), -1.0, 0.125, -1.0, 1.0, symmetric=False)
-    assert (lo, hi) == (-1.0, 1.0)  # all errors equal (0): widest
+    assert (lo, hi) == (-1.0, 1.0)  # every candidate costs 0: the widest wins
 
 
 @pytest.mark.parametrize("method", METHODS)
