@@ -19,7 +19,7 @@ from qir.types import QuantType
 from passes.quant_math import multiplier_value, quantize_multiplier
 from passes.registry import register_pass
 from passes.rewrite import Rewriter, apply_patterns, pattern
-from passes.utils import single_user
+from passes.utils import eliminate_dead_code, single_user
 
 CLAMPING = ("qir.requantize", "qir.qadd", "qir.qmul")
 
@@ -116,10 +116,13 @@ def _identity_rq(op: Op, rw: Rewriter) -> bool:
 @register_pass("fuse-requantize")
 def fuse_requantize(module: Module) -> bool:
     """Fold dequantize→quantize, requantize chains, integer activations and identities."""
-    return apply_patterns(module, [
+    changed = apply_patterns(module, [
         pattern("qir.quantize")(_dq_to_q),
         pattern("qir.requantize")(_rq_of_rq),
         pattern("qir.requantize")(_identity_rq),
         pattern("qir.relu")(_act_into_clamp),
         pattern("qir.clamp")(_act_into_clamp),
     ])
+    for fn in module.functions.values():
+        changed |= eliminate_dead_code(fn)
+    return changed

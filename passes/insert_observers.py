@@ -18,7 +18,6 @@ from qir.builder import Builder
 from qir.ir import Function, Module, Op, Value
 
 from passes.registry import register_pass
-from passes.utils import constant_array
 
 DATA_MOVEMENT = ("qir.reshape", "qir.permute", "qir.max_pool2d", "qir.pad", "qir.slice",
                  "qir.concat", "qir.split", "qir.relu", "qir.clamp", "qir.broadcast_to",
@@ -33,9 +32,13 @@ def _matches(op: Op, patterns: list[str]) -> bool:
                for p in patterns)
 
 
+def _is_static(v: Value) -> bool:
+    """Weights and constants: defined by qir.param / qir.constant."""
+    return v.owner is not None and v.owner.name in ("qir.param", "qir.constant")
+
+
 def _activations(op: Op) -> list[Value]:
-    return [v for v in op.operands if constant_array(v) is None and
-            (v.owner is None or v.owner.name not in ("qir.param", "qir.constant"))]
+    return [v for v in op.operands if not _is_static(v)]
 
 
 def select_quantized_ops(fn: Function, ops: list[str], keep_float: list[str]) -> list[Op]:
@@ -59,8 +62,8 @@ def select_quantized_ops(fn: Function, ops: list[str], keep_float: list[str]) ->
             continue
         if op.name in ELEMENTWISE and not all(from_quantized(v) for v in op.operands):
             continue
-        if op.name in COMPUTE and len(acts) == 1 and constant_array(op.operands[1]) is None:
-            continue  # a weight computed at run time: not a static weight
+        if op.name in COMPUTE and op.name != "qir.matmul" and not _is_static(op.operands[1]):
+            continue  # a weight computed at run time has no static quantization
         chosen.append(op)
         quantized_values.update(id(r) for r in op.results)
     return chosen

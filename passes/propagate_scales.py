@@ -22,6 +22,7 @@ from qir.types import QuantType
 from passes.quant_math import quantize_multiplier
 from passes.registry import register_pass
 from passes.rewrite import Rewriter, apply_patterns, pattern
+from passes.utils import eliminate_dead_code
 
 SINKABLE = ("qir.reshape", "qir.permute", "qir.max_pool2d", "qir.pad", "qir.slice",
             "qir.split", "qir.gather", "qir.broadcast_to", "qir.relu", "qir.clamp")
@@ -114,4 +115,7 @@ def propagate_scales(module: Module) -> bool:
     """Run data movement on integers sharing one scale; align concat inputs."""
     patterns = [pattern(n)(_sink_dequantize) for n in SINKABLE]
     patterns += [pattern("qir.quantize")(_align_concat), pattern("qir.quantize")(_share_scale)]
-    return apply_patterns(module, patterns)
+    changed = apply_patterns(module, patterns)
+    for fn in module.functions.values():
+        changed |= eliminate_dead_code(fn)
+    return changed
