@@ -99,7 +99,10 @@ def _attrs_to_print(op) -> dict[str, Any]:
         return op.attrs
     specs = op.opdef.attrs
     out = {}
-    for k, v in op.attrs.items():
+    # canonical order: as declared (unknown keys, which the verifier rejects, last)
+    keys = [k for k in specs if k in op.attrs] + sorted(k for k in op.attrs if k not in specs)
+    for k in keys:
+        v = op.attrs[k]
         spec = specs.get(k)
         if spec is not None and not spec.required and _attr_equal(v, spec.default):
             continue

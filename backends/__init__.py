@@ -1,0 +1,1 @@
+"""Backends: execute or lower qir modules (the numpy reference interpreter, TVM)."""

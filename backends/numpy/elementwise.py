@@ -1,0 +1,223 @@
+"""Elementwise ops: activations, unary math, broadcasting binary arithmetic,
+comparisons, logical ops and select.
+
+Floats are computed in their own dtype (f16/bf16 in f32, rounded once at the end), with
+PyTorch's formulas, so float32 results agree with torch eager to float rounding.
+Quantized relu and clamp work on the stored integers (see quant.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from backends.numpy.common import (fused_clamp, quant_params, quantize_values, result,
+                                   storage_as_float, upcast)
+from backends.numpy.registry import InterpreterError, numpy_impl
+
+# --- erf ------------------------------------------------------------------------------------
+# Rational approximations of Cephes' ndtr.c (S. L. Moshier), evaluated in float64:
+# erf(x) = x T(x^2) / U(x^2) for |x| < 1, and erf(x) = 1 - exp(-x^2) P(|x|) / Q(|x|) for
+# 1 <= |x| < 8 (erfc(8) < 1e-28, so erf = +-1 beyond). Relative error ~1e-16.
+_ERF_T = (9.60497373987051638749E0, 9.00260197203842689217E1, 2.23200534594684319226E3,
+          7.00332514112805075473E3, 5.55923013010394962768E4)
+_ERF_U = (1.0, 3.35617141647503099647E1, 5.21357949780152679795E2, 4.59432382970980127987E3,
+          2.26290000613890934246E4, 4.92673942608635921086E4)
+_ERFC_P = (2.46196981473530512524E-10, 5.64189564831068821977E-1, 7.46321056442269912687E0,
+           4.86371970985681366614E1, 1.96520832956077098242E2, 5.26445194995477358631E2,
+           9.34528527171957607540E2, 1.02755188689515710272E3, 5.57535335369399327526E2)
+_ERFC_Q = (1.0, 1.32281951154744992508E1, 8.67072140885989742329E1, 3.54937778887819891062E2,
+           9.75708501743205489753E2, 1.82390916687909736289E3, 2.24633760818710981792E3,
+           1.65666309194161350182E3, 5.57535340817727675546E2)
+
+
+def _polevl(x: np.ndarray, coeffs: tuple[float, ...]) -> np.ndarray:
+    """Horner evaluation, highest-degree coefficient first (in place on a fresh array)."""
+    acc = np.full_like(x, coeffs[0])
+    for c in coeffs[1:]:
+        acc *= x
+        acc += c
+    return acc
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, vectorised, evaluated in float64 (NaN stays NaN). Each branch
+    runs only on its own elements: the tail's exp dominates the cost."""
+    x = np.asarray(x, dtype=np.float64)
+    ax = np.abs(x)
+    out = np.empty_like(x)
+    small = ax < 1.0
+    xs = x[small]
+    z = xs * xs
+    out[small] = xs * _polevl(z, _ERF_T) / _polevl(z, _ERF_U)
+    large = ~small  # includes NaN, which propagates through the tail
+    a = np.minimum(ax[large], 8.0)
+    with np.errstate(under="ignore"):
+        tail = np.exp(-a * a)
+    tail *= _polevl(a, _ERFC_P)
+    tail /= _polevl(a, _ERFC_Q)
+    out[large] = np.copysign(1.0 - tail, x[large])
+    return out
+
+
+# --- unary floats -----------------------------------------------------------------------------
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-x))
+
+
+def _gelu(op, x: np.ndarray) -> np.ndarray:
+    if op.attr("approximate") == "tanh":
+        k = x.dtype.type(math.sqrt(2 / math.pi))
+        return 0.5 * x * (1 + np.tanh(k * (x + 0.044715 * x * x * x)))
+    # torch: x * 0.5 * (1 + erf(x / sqrt(2))), with erf evaluated accurately.
+    e = erf(x * x.dtype.type(math.sqrt(0.5))).astype(x.dtype)
+    return x * 0.5 * (1 + e)
+
+
+def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    """Numerically stable softmax; rows that are all -inf give 0 (torch's safe softmax)."""
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isneginf(m), 0, m)
+    e = np.exp(x - m)
+    s = np.sum(e, axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(s == 0, 0, e / s).astype(x.dtype, copy=False)
+
+
+def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isinf(m), 0, m)
+    shifted = x - m
+    with np.errstate(divide="ignore"):
+        return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+_FLOAT_UNARY = {
+    "qir.leaky_relu": lambda op, x: np.where(x > 0, x, x * op.attr("negative_slope")),
+    "qir.gelu": _gelu,
+    "qir.silu": lambda op, x: x / (1 + np.exp(-x)),
+    "qir.sigmoid": lambda op, x: _sigmoid(x),
+    "qir.tanh": lambda op, x: np.tanh(x),
+    "qir.hardswish": lambda op, x: x * np.minimum(np.maximum(x + 3, 0), 6) / 6,
+    "qir.hardsigmoid": lambda op, x: np.minimum(np.maximum(x + 3, 0), 6) / 6,
+    "qir.elu": lambda op, x: np.where(x > 0, x, np.expm1(x) * op.attr("alpha")),
+    "qir.softmax": lambda op, x: softmax(x, op.attr("axis")),
+    "qir.log_softmax": lambda op, x: _log_softmax(x, op.attr("axis")),
+    "qir.exp": lambda op, x: np.exp(x),
+    "qir.log": lambda op, x: np.log(x),
+    "qir.sqrt": lambda op, x: np.sqrt(x),
+    "qir.rsqrt": lambda op, x: 1 / np.sqrt(x),
+    "qir.erf": lambda op, x: erf(x).astype(x.dtype),
+    "qir.reciprocal": lambda op, x: 1 / x,
+    "qir.sin": lambda op, x: np.sin(x),
+    "qir.cos": lambda op, x: np.cos(x),
+}
+
+
+def _register_float_unary(name: str, fn) -> None:
+    @numpy_impl(name)
+    def impl(op, x: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            return result(op, fn(op, upcast(x)))
+
+    impl.__name__ = name.split(".")[-1]
+
+
+for _name, _fn in _FLOAT_UNARY.items():
+    _register_float_unary(_name, _fn)
+
+
+@numpy_impl("qir.relu")
+def relu(op, x: np.ndarray) -> np.ndarray:
+    """max(x, 0); on a quantized tensor max(q, zero_point) on the stored values."""
+    ty = op.operands[0].type
+    if ty.is_quantized:
+        _, zp = quant_params(ty.quant, ty.shape)
+        return result(op, np.maximum(storage_as_float(x), zp))
+    return result(op, np.maximum(upcast(x), 0))
+
+
+@numpy_impl("qir.clamp")
+def clamp(op, x: np.ndarray) -> np.ndarray:
+    """min(max(x, min), max) (None: unbounded); on a quantized tensor the bounds are
+    quantized with the qir.quantize rule and the stored values clipped to them."""
+    lo, hi = op.attr("min"), op.attr("max")
+    ty = op.operands[0].type
+    if ty.is_quantized:
+        y = storage_as_float(x)
+        if lo is not None:
+            y = np.maximum(y, storage_as_float(quantize_values(np.float32(lo), ty)))
+        if hi is not None:
+            y = np.minimum(y, storage_as_float(quantize_values(np.float32(hi), ty)))
+        return result(op, y)
+    y = upcast(x)
+    if lo is not None:
+        y = np.maximum(y, y.dtype.type(lo))
+    if hi is not None:
+        y = np.minimum(y, y.dtype.type(hi))
+    return result(op, y)
+
+
+@numpy_impl("qir.neg")
+def neg(op, x: np.ndarray) -> np.ndarray:
+    return result(op, np.negative(upcast(x)))
+
+
+@numpy_impl("qir.abs")
+def abs_(op, x: np.ndarray) -> np.ndarray:
+    return result(op, np.abs(upcast(x)))
+
+
+# --- binary ---------------------------------------------------------------------------------
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """True division for floats; integers divide truncating toward zero (C, ONNX and
+    torch's rounding_mode='trunc'); integer division by zero gives 0."""
+    if a.dtype.kind == "f":
+        return a / b
+    q = np.floor_divide(a, b)
+    fix = (q < 0) & (q * b != a)
+    return np.where(b == 0, 0, q + fix)
+
+
+def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "iu" and np.any(b < 0):
+        raise InterpreterError("integer pow with a negative exponent")
+    return np.power(a, b)
+
+
+_BINARY = {
+    "qir.add": np.add, "qir.sub": np.subtract, "qir.mul": np.multiply, "qir.div": _div,
+    "qir.pow": _pow, "qir.maximum": np.maximum, "qir.minimum": np.minimum,
+    "qir.eq": np.equal, "qir.ne": np.not_equal, "qir.lt": np.less, "qir.le": np.less_equal,
+    "qir.gt": np.greater, "qir.ge": np.greater_equal,
+    "qir.logical_and": np.logical_and, "qir.logical_or": np.logical_or,
+}
+
+
+def _register_binary(name: str, fn) -> None:
+    @numpy_impl(name)
+    def impl(op, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            return result(op, fused_clamp(op, fn(upcast(a), upcast(b))))
+
+    impl.__name__ = name.split(".")[-1]
+
+
+for _name, _fn in _BINARY.items():
+    _register_binary(_name, _fn)
+
+
+@numpy_impl("qir.logical_not")
+def logical_not(op, x: np.ndarray) -> np.ndarray:
+    return np.logical_not(x)
+
+
+@numpy_impl("qir.where")
+def where(op, cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return result(op, np.where(cond, a, b))

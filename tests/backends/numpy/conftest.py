@@ -1,0 +1,8 @@
+"""Makes numpy_helpers importable from the numpy backend's tests (any import mode)."""
+
+import sys
+from pathlib import Path
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
