@@ -129,3 +129,38 @@ def _verify_op(module: Module, op: Op, err) -> None:
             opdef.verify(op)
         except QirError as e:
             err(str(e), op)
+            return
+    if op.name in ("qir.qconv1d", "qir.qconv2d", "qir.qlinear", "qir.qmatmul"):
+        warning = accumulator_overflow(module, op)
+        if warning:
+            err(warning, op, "warning")
+
+
+def accumulator_overflow(module: Module, op: Op) -> str | None:
+    """A warning when the op's int32 accumulator can overflow: K · max|x − z_x| · max|w|
+    (with the weights' actual values when the module has them, Σ_k |w[c, k]| per
+    channel instead)."""
+    import numpy as np
+
+    x, w = op.operands[0].type, op.operands[1].type
+    xq, wq = x.quant, w.quant
+    max_x = max(xq.storage_max - xq.zero_point, xq.zero_point - xq.storage_min)
+    if op.name == "qir.qmatmul":
+        k = x.shape[-1]
+        max_w = max(wq.storage_max - wq.zero_points[0], wq.zero_points[0] - wq.storage_min)
+        bound = k * max_x * max_w
+    else:
+        k = int(np.prod(w.shape[1:]))
+        data = None
+        owner = op.operands[1].owner
+        if owner is not None and owner.name == "qir.param":
+            data = module.params.get(owner.attr("name"))
+        if data is not None and data.shape == w.shape:
+            bound = max_x * int(np.abs(data.astype(np.int64)).reshape(w.shape[0], -1)
+                                .sum(axis=1).max(initial=0))
+        else:
+            bound = k * max_x * max(abs(wq.storage_min), abs(wq.storage_max))
+    if bound > 2**31 - 1:
+        return (f"the int32 accumulator can overflow: a sum of {k} products reaches up to "
+                f"{bound} > 2^31 - 1 (use narrower activations or split the reduction)")
+    return None
