@@ -1,0 +1,346 @@
+"""Layers in functional and ATen form: convolution, linear/matmul, normalisation,
+embedding, attention, dropout and padding. Module classes delegate here (modules.py)."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from frontends.common import ConversionError, Unavailable, converter, torch_dtype
+from frontends.context import Context
+from frontends.converters.util import binary, int_list, reshape, scalar_value
+from qir import Value
+
+aten = torch.ops.aten
+M = "call_method"
+
+# --- convolution -----------------------------------------------------------------------------
+
+
+def conv_pads(padding: Any, nd: int, kernel: list[int], dilation: list[int],
+              stride: list[int]) -> list[int]:
+    """qir's padding (all begins, then all ends) from torch's int / list / 'same' / 'valid'.
+    'same' pads dilation*(k-1) in total, the odd element at the end, as torch does."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [0] * (2 * nd)
+        if padding == "same":
+            if any(s != 1 for s in stride):
+                raise ConversionError("padding='same' needs stride 1 (torch rejects it too)")
+            total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+            return [t // 2 for t in total] + [t - t // 2 for t in total]
+        raise ConversionError(f"unknown padding {padding!r}")
+    pads = int_list(padding, nd, "padding")
+    return pads + pads
+
+
+def conv(ctx: Context, nd: int, x: Any, weight: Any, bias: Any, stride: Any, padding: Any,
+         dilation: Any, groups: int) -> Value:
+    """N-d convolution; an unbatched input (rank nd+1) gets a batch dim and loses it again."""
+    if nd not in (1, 2):
+        raise ConversionError(f"conv{nd}d: qir has 1-d and 2-d convolution only")
+    v, w = ctx.value(x), ctx.value(weight)
+    operands = [v, w] + ([ctx.value(bias)] if bias is not None else [])
+    stride, dilation = int_list(stride, nd, "stride"), int_list(dilation, nd, "dilation")
+    pads = conv_pads(padding, nd, list(w.type.shape[2:]), dilation, stride)
+    unbatched = v.type.rank == nd + 1
+    if unbatched:
+        operands[0] = reshape(ctx, v, (1,) + v.type.shape)
+    out = ctx.emit(f"qir.conv{nd}d", operands, {"stride": stride, "padding": pads,
+                                               "dilation": dilation, "groups": int(groups)})
+    return reshape(ctx, out, out.type.shape[1:]) if unbatched else out
+
+
+@converter(aten.conv1d.default, aten.conv1d.padding, F.conv1d, emits=("qir.conv1d",))
+def conv1d(ctx: Context, input: Any, weight: Any, bias: Any = None, stride: Any = 1,
+           padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Value:
+    return conv(ctx, 1, input, weight, bias, stride, padding, dilation, groups)
+
+
+@converter(aten.conv2d.default, aten.conv2d.padding, F.conv2d, emits=("qir.conv2d",))
+def conv2d(ctx: Context, input: Any, weight: Any, bias: Any = None, stride: Any = 1,
+           padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Value:
+    return conv(ctx, 2, input, weight, bias, stride, padding, dilation, groups)
+
+
+@converter(aten.convolution.default, emits=("qir.conv1d", "qir.conv2d"))
+def convolution(ctx: Context, input: Any, weight: Any, bias: Any, stride: Any, padding: Any,
+                dilation: Any, transposed: bool, output_padding: Any, groups: int) -> Value:
+    if transposed:
+        raise ConversionError("transposed convolution: qir has no conv_transpose")
+    nd = ctx.value(weight).type.rank - 2
+    return conv(ctx, nd, input, weight, bias, stride, padding, dilation, groups)
+
+
+# --- linear and matmul ---------------------------------------------------------------------
+
+
+@converter(aten.linear.default, F.linear, emits=("qir.linear",))
+def linear(ctx: Context, input: Any, weight: Any, bias: Any = None) -> Value:
+    operands = [ctx.value(input), ctx.value(weight)]
+    if bias is not None:
+        operands.append(ctx.value(bias))
+    return ctx.emit("qir.linear", operands)
+
+
+@converter(aten.matmul.default, aten.mm.default, aten.bmm.default, torch.matmul, torch.mm,
+           torch.bmm, (M, "matmul"), (M, "mm"), (M, "bmm"), emits=("qir.matmul",))
+def matmul(ctx: Context, input: Any, other: Any, out: None = None) -> Value:
+    return binary(ctx, "qir.matmul", input, other)
+
+
+@converter(operator.matmul, emits=("qir.matmul",))
+def operator_matmul(ctx: Context, a: Any, b: Any) -> Value:
+    return binary(ctx, "qir.matmul", a, b)
+
+
+def _transposed_param(v: Value) -> Value | None:
+    """The [N, K] parameter behind `permute(param, [1, 0])`, the way core ATen spells a
+    linear layer's weight (addmm(bias, x, w.t())); None for anything else."""
+    op = v.owner
+    if op is None or op.name != "qir.permute" or op.attr("perm") != [1, 0]:
+        return None
+    src = op.operands[0]
+    return src if src.owner is not None and src.owner.name == "qir.param" else None
+
+
+def _scale(ctx: Context, v: Value, factor: Any) -> Value:
+    return v if factor == 1 else binary(ctx, "qir.mul", v, factor)
+
+
+@converter(aten.addmm.default, aten.baddbmm.default, torch.addmm, torch.baddbmm,
+           emits=("qir.linear", "qir.matmul", "qir.add"))
+def addmm(ctx: Context, input: Any, mat1: Any, mat2: Any, beta: Any = 1,
+          alpha: Any = 1) -> Value:
+    """beta * input + alpha * (mat1 @ mat2); `addmm(b, x, w.t())` becomes qir.linear again so
+    the weight keeps its [out, in] layout (per-channel quantization needs it)."""
+    a, b = ctx.value(mat1), ctx.value(mat2)
+    bias = ctx.value(input)
+    weight = _transposed_param(b) if a.type.rank == 2 else None
+    if weight is not None and beta == 1 and alpha == 1 and bias.type.shape == (
+            weight.type.shape[0],):
+        return ctx.emit("qir.linear", [a, weight, bias])
+    prod = _scale(ctx, binary(ctx, "qir.matmul", a, b), alpha)
+    if beta == 0:
+        return prod
+    return binary(ctx, "qir.add", _scale(ctx, bias, beta), prod)
+
+
+@converter(aten.t.default, torch.t, (M, "t"), emits=("qir.permute",))
+def t(ctx: Context, x: Any) -> Value:
+    v = ctx.value(x)
+    return v if v.type.rank < 2 else ctx.emit("qir.permute", [v], {"perm": [1, 0]})
+
+
+# --- normalisation -------------------------------------------------------------------------
+
+
+def _ones_like_channel(ctx: Context, n: int, elem: str) -> Value:
+    return ctx.constant(np.ones(n, dtype=ctx.value(0.0, elem).type.dtype))
+
+
+def batch_norm(ctx: Context, x: Any, mean: Any, var: Any, weight: Any, bias: Any,
+               eps: float, training: bool = False) -> Value:
+    if training:
+        raise ConversionError("batch_norm in training mode (batch statistics): call "
+                              "model.eval() before exporting")
+    if mean is None or var is None:
+        raise ConversionError("batch_norm without running statistics "
+                              "(track_running_stats=False) normalises with batch statistics")
+    v = ctx.value(x)
+    operands = [v, ctx.value(mean), ctx.value(var)]
+    if weight is not None or bias is not None:
+        c = v.type.shape[1]
+        operands.append(ctx.value(weight) if weight is not None
+                        else _ones_like_channel(ctx, c, str(v.type.elem)))
+        if bias is not None:
+            operands.append(ctx.value(bias))
+    return ctx.emit("qir.batch_norm", operands, {"eps": float(eps), "axis": 1})
+
+
+@converter(aten.batch_norm.default, emits=("qir.batch_norm",))
+def aten_batch_norm(ctx: Context, input: Any, weight: Any, bias: Any, running_mean: Any,
+                    running_var: Any, training: bool, momentum: float, eps: float,
+                    cudnn_enabled: bool = False) -> Value:
+    return batch_norm(ctx, input, running_mean, running_var, weight, bias, eps, training)
+
+
+@converter(aten._native_batch_norm_legit_no_training.default, emits=("qir.batch_norm",))
+def native_batch_norm(ctx: Context, input: Any, weight: Any, bias: Any, running_mean: Any,
+                      running_var: Any, momentum: float, eps: float) -> list:
+    out = batch_norm(ctx, input, running_mean, running_var, weight, bias, eps)
+    return [out, Unavailable("batch_norm's saved mean"), Unavailable("batch_norm's saved invstd")]
+
+
+@converter(F.batch_norm, emits=("qir.batch_norm",))
+def f_batch_norm(ctx: Context, input: Any, running_mean: Any, running_var: Any,
+                 weight: Any = None, bias: Any = None, training: bool = False,
+                 momentum: float = 0.1, eps: float = 1e-5) -> Value:
+    return batch_norm(ctx, input, running_mean, running_var, weight, bias, eps, training)
+
+
+@converter(aten.layer_norm.default, F.layer_norm, emits=("qir.layer_norm",))
+def layer_norm(ctx: Context, input: Any, normalized_shape: Any, weight: Any = None,
+               bias: Any = None, eps: float = 1e-5, cudnn_enable: bool = True) -> Value:
+    v = ctx.value(input)
+    n = len(int_list(normalized_shape, None, "normalized_shape"))
+    operands = [v]
+    if weight is not None or bias is not None:
+        operands.append(ctx.value(weight) if weight is not None else ctx.constant(
+            np.ones(v.type.shape[-n:], dtype=v.type.dtype)))
+        if bias is not None:
+            operands.append(ctx.value(bias))
+    return ctx.emit("qir.layer_norm", operands, {"normalized_ndim": n, "eps": float(eps)})
+
+
+@converter(aten.native_layer_norm.default, emits=("qir.layer_norm",))
+def native_layer_norm(ctx: Context, input: Any, normalized_shape: Any, weight: Any,
+                      bias: Any, eps: float) -> list:
+    return [layer_norm(ctx, input, normalized_shape, weight, bias, eps),
+            Unavailable("layer_norm's mean"), Unavailable("layer_norm's rstd")]
+
+
+@converter(aten.group_norm.default, F.group_norm, emits=("qir.group_norm",))
+def group_norm(ctx: Context, input: Any, num_groups: int, weight: Any = None, bias: Any = None,
+               eps: float = 1e-5, cudnn_enabled: bool = True) -> Value:
+    v = ctx.value(input)
+    operands = [v]
+    if weight is not None or bias is not None:
+        operands.append(ctx.value(weight) if weight is not None
+                        else _ones_like_channel(ctx, v.type.shape[1], str(v.type.elem)))
+        if bias is not None:
+            operands.append(ctx.value(bias))
+    return ctx.emit("qir.group_norm", operands, {"groups": int(num_groups), "eps": float(eps)})
+
+
+@converter(aten.native_group_norm.default, emits=("qir.group_norm",))
+def native_group_norm(ctx: Context, input: Any, weight: Any, bias: Any, N: int, C: int,
+                      HxW: int, group: int, eps: float) -> list:
+    return [group_norm(ctx, input, group, weight, bias, eps),
+            Unavailable("group_norm's mean"), Unavailable("group_norm's rstd")]
+
+
+@converter(aten.rms_norm.default, F.rms_norm,
+           emits=("qir.mul", "qir.reduce_mean", "qir.add", "qir.rsqrt"))
+def rms_norm(ctx: Context, input: Any, normalized_shape: Any, weight: Any = None,
+             eps: float | None = None) -> Value:
+    """x * rsqrt(mean(x^2 over the normalized dims) + eps) * weight."""
+    v = ctx.value(input)
+    n = len(int_list(normalized_shape, None, "normalized_shape"))
+    if eps is None:  # torch's default: the machine epsilon of the input dtype
+        eps = float(torch.finfo(torch_dtype(str(v.type.elem))).eps)
+    sq = ctx.emit("qir.mul", [v, v])
+    axes = list(range(v.type.rank - n, v.type.rank))
+    ms = ctx.emit("qir.reduce_mean", [sq], {"axes": axes, "keepdims": True})
+    inv = ctx.emit("qir.rsqrt", [binary(ctx, "qir.add", ms, float(eps))])
+    out = ctx.emit("qir.mul", [v, inv])
+    return out if weight is None else binary(ctx, "qir.mul", out, weight)
+
+
+# --- embedding and attention ----------------------------------------------------------------
+
+
+@converter(aten.embedding.default, emits=("qir.embedding",))
+def embedding(ctx: Context, weight: Any, indices: Any, padding_idx: int = -1,
+              scale_grad_by_freq: bool = False, sparse: bool = False) -> Value:
+    return ctx.emit("qir.embedding", [ctx.value(weight), ctx.value(indices)])
+
+
+@converter(F.embedding, emits=("qir.embedding",))
+def f_embedding(ctx: Context, input: Any, weight: Any, padding_idx: int | None = None,
+                max_norm: float | None = None, norm_type: float = 2.0,
+                scale_grad_by_freq: bool = False, sparse: bool = False) -> Value:
+    if max_norm is not None:
+        raise ConversionError("embedding with max_norm renormalises the table in place")
+    return embedding(ctx, weight, input)
+
+
+def _repeat_heads(ctx: Context, v: Value, times: int) -> Value:
+    """[B, H, S, D] -> [B, H*times, S, D], each head repeated `times` times (GQA)."""
+    *batch, h, s, d = v.type.shape
+    x = reshape(ctx, v, (*batch, h, 1, s, d))
+    x = ctx.emit("qir.broadcast_to", [x], {"shape": [*batch, h, times, s, d]})
+    return reshape(ctx, x, (*batch, h * times, s, d))
+
+
+@converter(aten.scaled_dot_product_attention.default, F.scaled_dot_product_attention,
+           emits=("qir.scaled_dot_product_attention",))
+def sdpa(ctx: Context, query: Any, key: Any, value: Any, attn_mask: Any = None,
+         dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+         enable_gqa: bool = False) -> Value:
+    if dropout_p:
+        raise ConversionError(f"attention dropout_p={dropout_p} is random even in eval mode; "
+                              "pass dropout_p=0.0 when not training")
+    q, k, v = ctx.value(query), ctx.value(key), ctx.value(value)
+    if enable_gqa and q.type.rank >= 3 and k.type.shape[-3] != q.type.shape[-3]:
+        times = q.type.shape[-3] // k.type.shape[-3]
+        k, v = _repeat_heads(ctx, k, times), _repeat_heads(ctx, v, times)
+    operands = [q, k, v]
+    if attn_mask is not None:
+        m = ctx.value(attn_mask)
+        operands.append(m if m.type.elem == "bool" else ctx.cast(m, str(q.type.elem)))
+    attrs: dict[str, Any] = {"is_causal": bool(is_causal)}
+    if scale is not None:
+        attrs["scale"] = float(scale)
+    return ctx.emit("qir.scaled_dot_product_attention", operands, attrs)
+
+
+# --- dropout and padding ----------------------------------------------------------------------
+
+
+def dropout(ctx: Context, x: Any, p: float, train: bool | None) -> Any:
+    if train and p:
+        raise ConversionError(f"dropout is active (p={p}, training=True): call model.eval() "
+                              "or pass training=self.training")
+    return ctx.value(x)
+
+
+@converter(aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default,
+           aten.feature_alpha_dropout.default, emits=())
+def aten_dropout(ctx: Context, input: Any, p: float, train: bool) -> Any:
+    return dropout(ctx, input, p, train)
+
+
+@converter(aten.native_dropout.default, emits=())
+def native_dropout(ctx: Context, input: Any, p: float, train: bool | None) -> list:
+    return [dropout(ctx, input, p, train), Unavailable("the dropout mask")]
+
+
+@converter(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+           F.feature_alpha_dropout, emits=())
+def f_dropout(ctx: Context, input: Any, p: float = 0.5, training: bool = True,
+              inplace: bool = False) -> Any:
+    return dropout(ctx, input, p, training)
+
+
+def lower_pad(ctx: Context, x: Any, pads: Any, mode: str = "constant",
+              value: Any = None) -> Value:
+    """torch pads (last dim first: left, right, then the dim before...) to qir.pad."""
+    if mode != "constant":
+        raise ConversionError(f"padding mode {mode!r}: qir.pad pads with a constant only")
+    v = ctx.value(x)
+    pairs = int_list(pads, None, "pad")
+    if len(pairs) % 2 or len(pairs) // 2 > v.type.rank:
+        raise ConversionError(f"pad {pairs} does not fit a rank-{v.type.rank} tensor")
+    begins, ends = [0] * v.type.rank, [0] * v.type.rank
+    for i in range(len(pairs) // 2):
+        begins[-1 - i], ends[-1 - i] = pairs[2 * i], pairs[2 * i + 1]
+    if not any(begins + ends):
+        return v
+    fill = 0.0 if value is None else float(scalar_value(value, "pad value"))
+    return ctx.emit("qir.pad", [v], {"pads": begins + ends, "value": fill})
+
+
+@converter(aten.pad.default, F.pad, emits=("qir.pad",))
+def f_pad(ctx: Context, input: Any, pad: Any, mode: str = "constant",
+          value: Any = None) -> Value:
+    return lower_pad(ctx, input, pad, mode, value)
+
+
+@converter(aten.constant_pad_nd.default, emits=("qir.pad",))
+def constant_pad_nd(ctx: Context, input: Any, pad: Any, value: Any = 0) -> Value:
+    return lower_pad(ctx, input, pad, "constant", value)
