@@ -56,6 +56,7 @@ class PassManager:
     timing: bool = False
     out: TextIO = field(default_factory=lambda: sys.stderr)
     ctx: PassContext = field(default_factory=PassContext)
+    before_pass: list[Callable[[PipelineStep, Module], None]] = field(default_factory=list)
     after_pass: list[Callable[[PipelineStep, Module], None]] = field(default_factory=list)
 
     def __post_init__(self):
@@ -78,6 +79,8 @@ class PassManager:
             dump.mkdir(parents=True, exist_ok=True)
             self._dump(module, dump, 0, "import")
         for i, step in enumerate(self.steps, start=1):
+            for hook in self.before_pass:
+                hook(step, module)
             start = time.perf_counter()
             kwargs = {k.replace("-", "_"): v for k, v in step.options.items()}
             if step.info.wants_ctx:

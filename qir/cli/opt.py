@@ -34,6 +34,9 @@ def add_pipeline_arguments(p) -> None:
     p.add_argument("--no-verify-each", action="store_true",
                    help="do not verify after every pass")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--report", action="store_true", help="after the pipeline, print per "
+                   "quantized tensor its scale, zero point, range and SQNR against float "
+                   "(on up to 4 calibration samples)")
 
 
 def calibration_batches(fn, path: str) -> list[dict]:
@@ -66,6 +69,47 @@ def run(args) -> int:
     module = read_module(args.file)
     verify(module)
     pm = make_pass_manager(args, module, args.pipeline)
+    reference = watch_float_reference(pm, module) if args.report else None
     pm.run(module)
     write_module(module, args.output)
+    if args.report:
+        print_report(reference["module"], module, pm.ctx)
     return 0
+
+
+def watch_float_reference(pm, module) -> dict:
+    """The float module the report compares against: the module as it is just before
+    observers go in (after batchnorm folding and activation fusion), so that its value
+    names are the ones the quantized values are named after."""
+    ref = {"module": copy_module(module)}
+
+    def snapshot(step, m) -> None:
+        if step.name == "insert-observers" and not ref.get("taken"):
+            ref["module"], ref["taken"] = copy_module(m), True
+
+    pm.before_pass.append(snapshot)
+    return ref
+
+
+def copy_module(module):
+    """An independent copy (text round trip; parameter arrays are shared read-only)."""
+    from qir.parser import parse
+    from qir.printer import print_module
+
+    copy = parse(print_module(module))
+    copy.params = dict(module.params)
+    return copy
+
+
+def print_report(float_module, module, ctx) -> None:
+    import sys
+
+    from qir.diagnostics import QirError
+    from passes.report import format_report, quantization_report
+
+    if not ctx.calibration_data:
+        raise QirError("--report needs sample inputs: pass --calib CALIB.npz")
+    rows = quantization_report(float_module, module, ctx.calibration_data[:4])
+    sys.stderr.write(format_report(rows))
+    for note in ctx.notes:
+        sys.stderr.write(f"note: {note}\n")

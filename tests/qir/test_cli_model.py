@@ -48,7 +48,13 @@ def test_import_run_quantize_run(tmp_path, capsys):
     np.savez(tmp_path / "calib.npz", **{name: calib})
     assert main(["opt", str(tmp_path / "m.qir"), "-p", "int8", "--calib",
                  str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.qir"),
-                 "--dump-dir", str(tmp_path / "stages"), "--no-progress"]) == 0
+                 "--dump-dir", str(tmp_path / "stages"), "--no-progress", "--report"]) == 0
+    report = capsys.readouterr().err
+    assert "===== quantization report =====" in report
+    cells = [line[line.index("]") + 1:].split()[0] for line in report.splitlines()[2:]
+             if "]" in line]
+    sqnrs = [float(c) for c in cells if c != "-"]
+    assert len(sqnrs) >= 4 and min(sqnrs) > 25, sqnrs
     q = qir.load(tmp_path / "q.qir")
     qir.verify(q)
     ops = {op.name for op in q.main.ops}
