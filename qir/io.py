@@ -61,6 +61,18 @@ def load_params(path: str | Path) -> dict[str, np.ndarray]:
     return data
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fix_mode(path: str | Path, directory: bool = False) -> None:
+    """Temporary files are created private (0600/0700); give the final file the mode a
+    plain open() would have."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def save(module: Module, path: str | Path) -> None:
     """Write `path` (text) and, when the module has parameters, `path.npz` beside it."""
     path = Path(path)
@@ -79,8 +91,10 @@ def save(module: Module, path: str | Path) -> None:
             os.close(fd)
             tmp_files.append(tmp_npz)
             save_params(module.params, tmp_npz)
+        fix_mode(tmp_text)
         os.replace(tmp_text, path)
         if tmp_npz:
+            fix_mode(tmp_npz)
             os.replace(tmp_npz, sidecar_path(path))
         elif sidecar_path(path).exists():
             sidecar_path(path).unlink()

@@ -53,6 +53,9 @@ def save_npz(arrays: dict[str, np.ndarray], path: str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        from qir.io import fix_mode
+
+        fix_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

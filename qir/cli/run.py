@@ -13,10 +13,14 @@ from qir.diagnostics import QirError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run a .qir module on inputs from an .npz file")
-    p.add_argument("file")
+    p = sub.add_parser("run", help="run a .qir module or a compiled OUTDIR on inputs "
+                       "from an .npz file")
+    p.add_argument("file", help="a .qir file, or an OUTDIR written by qir compile")
     p.add_argument("--inputs", required=True, help=".npz keyed by input names")
     p.add_argument("-o", "--output", required=True, help="output .npz")
+    p.add_argument("--backend", choices=("numpy", "llvm", "cuda"), default=None,
+                   help="for an OUTDIR: run its compiled library (default) or its IR in "
+                   "the numpy interpreter")
     p.set_defaults(func=run)
 
 
@@ -58,14 +62,25 @@ def split_batches(fn, arrays: dict[str, np.ndarray]) -> tuple[list[dict], bool]:
 
 
 def run(args) -> int:
-    from backends.numpy import run as interpret
-
-    module = read_module(args.file)
+    from qir.cli.artifact import is_outdir, runner
     from qir.verifier import verify
 
-    verify(module)
+    if is_outdir(args.file):
+        module, execute = runner(args.file, args.backend)
+    else:
+        if args.backend not in (None, "numpy"):
+            raise QirError("--backend applies to a compiled OUTDIR; a .qir file runs in the "
+                           "numpy interpreter")
+        from backends.numpy import run as interpret
+
+        module = read_module(args.file)
+        verify(module)
+
+        def execute(inputs):
+            return interpret(module, inputs)
+
     batches, stacked = split_batches(module.main, load_npz(args.inputs))
-    results = [interpret(module, b) for b in batches]
+    results = [execute(b) for b in batches]
     if stacked:
         out = {k: np.stack([r[k] for r in results]) for k in results[0]}
     else:

@@ -1,0 +1,200 @@
+"""`qir compile MODEL [--target llvm|cuda|numpy] [--int8] [--calib CALIB.npz]
+[--pipeline STR] [--dump-ir DIR] -o OUTDIR`: import → pipeline → codegen.
+
+OUTDIR holds:
+  model.qir (+ .npz)   the final IR and its weights
+  float.qir (+ .npz)   the float module the int8 one is compared against (the module just
+                       before observers go in) — `qir report OUTDIR` uses it
+  model.so             the compiled library (llvm, cuda)
+  manifest.json        inputs/outputs (names, shapes, dtypes), target, pipeline, versions
+OUTDIR appears whole or not at all: everything is built in a temporary directory beside it
+and renamed into place. The input model file is only read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from qir.cli.opt import add_pipeline_arguments, calibration_batches, copy_module
+from qir.diagnostics import QirError
+
+TARGETS = ("llvm", "cuda", "numpy")
+EXAMPLE_WARNING = ("warning: no --calib given: calibrating on the example inputs stored in "
+                   "the export archive, which rarely represent real data; pass --calib "
+                   "CALIB.npz (arrays keyed by input name, leading axis = samples)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compile", help="compile a model: import, pass pipeline, codegen",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="torch.export archive (.pt2/.pt) or a float .qir file")
+    p.add_argument("-o", "--output", help="output directory (must not exist, or --force)")
+    p.add_argument("--target", default="llvm", choices=TARGETS)
+    p.add_argument("--arch", default=None, help="CUDA architecture, e.g. sm_80 (cuda only)")
+    p.add_argument("--int8", action="store_true", help="quantize with the int8 pipeline")
+    p.add_argument("--pipeline", default=None, help="pass pipeline (default: int8 with "
+                   "--int8, else optimize)")
+    p.add_argument("--dump-ir", default=None, metavar="DIR",
+                   help="write the IR after every pass into DIR")
+    p.add_argument("--emit", choices=("relax",), default=None,
+                   help="print the Relax module (TVMScript) to stdout")
+    p.add_argument("--force", action="store_true", help="replace OUTDIR if it exists")
+    add_pipeline_arguments(p)
+    p.set_defaults(func=run)
+
+
+def load_model(path: str):
+    """(float module, example inputs or None) from an export archive or a .qir file."""
+    p = Path(path)
+    if not p.exists():
+        raise QirError(f"{path}: no such file")
+    if p.suffix == ".qir":
+        from qir.io import load
+
+        return load(p), None
+    from frontends import load_model_file_with_examples
+
+    return load_model_file_with_examples(str(p))
+
+
+def _example_batches(module, examples) -> list[dict]:
+    import numpy as np
+
+    names = [a.name for a in module.main.args]
+    arrays = [np.asarray(t.detach().cpu().numpy() if hasattr(t, "detach") else t)
+              for t in examples]
+    return [dict(zip(names, arrays))]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest(module, args, pipeline: str, files: list[str], model_path: Path) -> dict:
+    from qir import __version__
+
+    fn = module.main
+    tvm_version = None
+    if args.target != "numpy":
+        import tvm
+
+        tvm_version = tvm.__version__
+
+    def tensor(v, name):
+        t = v.type
+        return {"name": name, "shape": list(t.shape), "dtype": t.dtype.name,
+                "qir_type": str(t)}
+
+    return {
+        "format": "qir-compiled/1",
+        "model": {"path": str(model_path), "sha256": _sha256(model_path)},
+        "target": args.target,
+        "arch": args.arch if args.target == "cuda" else None,
+        "pipeline": pipeline,
+        "int8": bool(args.int8),
+        "inputs": [tensor(a, a.name) for a in fn.args],
+        "outputs": [tensor(v, v.name) for v in fn.outputs],
+        "files": files,
+        "versions": {"qir": __version__, "tvm": tvm_version,
+                     "python": sys.version.split()[0]},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run(args) -> int:
+    from passes import PassManager, PassContext, load_pass_file, parse_pipeline
+    from qir.io import save
+    from qir.verifier import verify
+
+    if args.output is None and args.emit is None:
+        raise QirError("give an output directory with -o OUTDIR (or --emit relax to print)")
+    if args.arch and args.target != "cuda":
+        raise QirError("--arch applies to --target cuda only")
+    out = Path(args.output) if args.output else None
+    if out is not None and out.exists() and not args.force:
+        raise QirError(f"{out} already exists; choose another -o or pass --force")
+    model_path = Path(args.model)
+    module, examples = load_model(args.model)
+    verify(module)
+
+    for path in args.load_passes:
+        load_pass_file(path)
+    pipeline = args.pipeline if args.pipeline is not None else ("int8" if args.int8 else
+                                                               "optimize")
+    steps = parse_pipeline(pipeline)
+    ctx = PassContext(progress=not args.no_progress and sys.stderr.isatty())
+    if any(s.name == "calibrate" for s in steps):
+        if args.calib:
+            ctx.calibration_data = calibration_batches(module.main, args.calib)
+        elif examples is not None:
+            print(EXAMPLE_WARNING, file=sys.stderr)
+            ctx.calibration_data = _example_batches(module, examples)
+        else:
+            raise QirError(f"{args.model} carries no example inputs to calibrate on: pass "
+                           "--calib CALIB.npz")
+    float_ref = {"module": copy_module(module)}
+
+    def snapshot(step, m) -> None:
+        if step.name == "insert-observers" and "taken" not in float_ref:
+            float_ref["module"], float_ref["taken"] = copy_module(m), True
+
+    pm = PassManager(steps, verify_each=not args.no_verify_each,
+                     print_after_all=args.print_after_all, print_after=tuple(args.print_after),
+                     dump_dir=args.dump_ir or args.dump_dir, timing=args.timing, ctx=ctx,
+                     before_pass=[snapshot])
+    pm.run(module)
+    if not float_ref.get("taken"):
+        float_ref["module"] = copy_module(module)
+
+    compiled = None
+    if args.target != "numpy" or args.emit:
+        from backends.tvm import build, to_relax
+
+        if args.emit == "relax":
+            sys.stdout.write(to_relax(module).script())
+            sys.stdout.flush()
+        if out is not None and args.target != "numpy":
+            target = args.target if not args.arch else f"cuda:{args.arch}"
+            compiled = build(module, target)
+    if out is None:
+        return 0
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save(module, tmp / "model.qir")
+        save(float_ref["module"], tmp / "float.qir")
+        if compiled is not None:
+            compiled.export_library(str(tmp / "model.so"))
+        files = sorted(p.name for p in tmp.iterdir())
+        from qir.io import fix_mode
+
+        fix_mode(tmp, directory=True)
+        (tmp / "manifest.json").write_text(
+            json.dumps(manifest(module, args, pm.pipeline_string, files + ["manifest.json"],
+                                model_path), indent=2) + "\n")
+        if out.exists():  # --force: swap in the new directory, then drop the old one
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.rename(out, old / "x")
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    for note in ctx.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {out} ({args.target}{', int8' if args.int8 else ''})", file=sys.stderr)
+    return 0

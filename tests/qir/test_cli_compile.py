@@ -1,0 +1,111 @@
+"""`qir compile`, `qir run OUTDIR`, `qir bench`: the artifact layout, atomic output,
+bit-exact llvm vs numpy, cuda codegen without a GPU."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import qir
+from qir.cli import main
+from tests.zoo import ZOO
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compile")
+    entry = ZOO["small_cnn"]
+    model = entry.build()
+    archive = tmp / "cnn.pt2"
+    torch.export.save(torch.export.export(model, entry.example_inputs(0)), archive)
+    name = entry.input_names[0]
+    np.savez(tmp / "calib.npz", **{name: torch.stack(
+        [entry.example_inputs(100 + i)[0] for i in range(8)]).numpy()})
+    np.savez(tmp / "in.npz", **{name: torch.stack(
+        [entry.example_inputs(200 + i)[0] for i in range(3)]).numpy()})
+    return tmp, archive
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_compile_llvm_int8_bit_exact_against_numpy(model_files, capsys):
+    tmp, archive = model_files
+    before = digest(archive)
+    out = tmp / "llvm"
+    assert main(["compile", str(archive), "--int8", "--target", "llvm", "--calib",
+                 str(tmp / "calib.npz"), "-o", str(out), "--no-progress"]) == 0
+    assert digest(archive) == before  # the input model is never modified
+    assert sorted(p.name for p in out.iterdir()) == [
+        "float.qir", "float.qir.npz", "manifest.json", "model.qir", "model.qir.npz", "model.so"]
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["target"] == "llvm" and man["int8"] and man["versions"]["tvm"]
+    assert man["inputs"][0]["shape"] == [1, 3, 32, 32] and man["inputs"][0]["dtype"] == "float32"
+    assert man["pipeline"].startswith("canonicalize,fold-batchnorm")
+    qir.verify(qir.load(out / "model.qir"))
+    assert main(["run", str(out), "--inputs", str(tmp / "in.npz"), "-o",
+                 str(tmp / "a.npz")]) == 0
+    assert main(["run", str(out), "--inputs", str(tmp / "in.npz"), "-o", str(tmp / "b.npz"),
+                 "--backend", "numpy"]) == 0
+    a, b = np.load(tmp / "a.npz"), np.load(tmp / "b.npz")
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].shape[0] == 3
+        np.testing.assert_array_equal(a[k], b[k])
+    capsys.readouterr()
+    assert main(["bench", str(out), "--repeat", "3", "--warmup", "1", "--json"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last)["median_ms"] > 0
+
+
+def test_compile_cuda_without_gpu(model_files):
+    tmp, archive = model_files
+    out = tmp / "cuda"
+    assert main(["compile", str(archive), "--int8", "--target", "cuda", "--calib",
+                 str(tmp / "calib.npz"), "-o", str(out), "--no-progress"]) == 0
+    assert (out / "model.so").stat().st_size > 10_000
+    assert json.loads((out / "manifest.json").read_text())["target"] == "cuda"
+
+
+def test_float_numpy_target_warns_without_calib(model_files, capsys):
+    tmp, archive = model_files
+    out = tmp / "np"
+    assert main(["compile", str(archive), "--target", "numpy", "-o", str(out)]) == 0
+    assert "model.so" not in {p.name for p in out.iterdir()}
+    assert "qir.conv2d" in (out / "model.qir").read_text()  # float: no --int8
+    capsys.readouterr()
+    out8 = tmp / "np8"
+    assert main(["compile", str(archive), "--int8", "--target", "numpy", "-o", str(out8),
+                 "--no-progress"]) == 0
+    assert "calibrating on the example inputs stored in the export archive" in \
+        capsys.readouterr().err
+
+
+def test_outdir_is_atomic(model_files, capsys):
+    tmp, archive = model_files
+    out = tmp / "np"  # exists from the previous test, or make it
+    if not out.exists():
+        assert main(["compile", str(archive), "--target", "numpy", "-o", str(out)]) == 0
+    assert main(["compile", str(archive), "--target", "numpy", "-o", str(out)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    bad = tmp / "bad_calib.npz"
+    np.savez(bad, wrong_name=np.zeros((2, 1, 3, 32, 32), np.float32))
+    fail = tmp / "never"
+    assert main(["compile", str(archive), "--int8", "--calib", str(bad), "--target", "numpy",
+                 "-o", str(fail)]) == 1
+    assert "missing input(s)" in capsys.readouterr().err
+    assert not fail.exists()
+    assert not [p for p in tmp.iterdir() if p.name.startswith(".never")]
+    assert main(["compile", str(archive), "--int8", "--target", "numpy", "-o", str(out),
+                 "--force", "--calib", str(tmp / "calib.npz"), "--no-progress"]) == 0
+    assert "qir.qconv2d" in (out / "model.qir").read_text()
+
+
+def test_emit_relax_prints_tvmscript(model_files, capsys):
+    tmp, archive = model_files
+    assert main(["compile", str(archive), "--emit", "relax", "--target", "llvm"]) == 0
+    text = capsys.readouterr().out
+    assert "R.function" in text and "def main" in text
