@@ -1,0 +1,279 @@
+"""The benchmark: one command, one run, every system measured side by side.
+
+    .venv/bin/python -m bench.run                    # all four models
+    .venv/bin/python -m bench.run --models resnet_style --repeat 50 --markdown
+
+For each zoo model (ResNet-style, MobileNet-style, BERT-style, GPT-style) it prints the
+median latency and the ratio to torch fp32 eager, measured in this same process, for:
+qir int8 (llvm), qir float (llvm), torch fp32 eager, PyTorch int8 (torch.ao: static FX
+quantization with the x86 engine for CNNs, quantize_dynamic for transformers),
+onnxruntime fp32 and int8 (quantize_static QDQ per-channel for CNNs, quantize_dynamic for
+transformers), and the qir numpy interpreter (int8); plus compile time and model size.
+Every system runs with 2 threads. onnxruntime and onnx are bench-only extras
+(`pip install -e '.[bench]'`); a system whose package is missing is reported, not faked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+THREADS = 2
+MODELS = ("resnet_style", "mobilenet_style", "bert_style", "gpt_style")
+
+
+@dataclass
+class Result:
+    system: str
+    median_ms: float | None = None
+    compile_s: float | None = None
+    size_bytes: int | None = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def median_ms(fn: Callable[[], object], repeat: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _params_bytes(module) -> int:
+    return int(sum(a.nbytes for a in module.params.values()))
+
+
+# --- systems ---------------------------------------------------------------------------------
+
+
+def bench_torch_fp32(model, args, repeat, warmup) -> Result:
+    import torch
+
+    with torch.no_grad():
+        t = median_ms(lambda: model(*args), repeat, warmup)
+    size = sum(p.numel() * p.element_size() for p in model.state_dict().values())
+    return Result("torch fp32 eager", t, None, size)
+
+
+def bench_torch_int8(entry, model, args, calib, repeat, warmup) -> Result:
+    import torch
+
+    start = time.perf_counter()
+    if entry.kind == "transformer":
+        qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                        dtype=torch.qint8)
+        how = "quantize_dynamic"
+    else:
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        torch.backends.quantized.engine = "x86"
+        prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), args)
+        with torch.no_grad():
+            for batch in calib:
+                prepared(*batch)
+        qmodel = convert_fx(prepared)
+        how = "static FX, x86"
+    compile_s = time.perf_counter() - start
+    buf = io.BytesIO()
+    torch.save(qmodel.state_dict(), buf)
+    with torch.no_grad():
+        t = median_ms(lambda: qmodel(*args), repeat, warmup)
+    return Result("PyTorch int8", t, compile_s, buf.getbuffer().nbytes, how)
+
+
+def _onnx_export(model, args, names, path: Path) -> None:
+    import torch
+
+    torch.onnx.export(model, args, str(path), input_names=list(names), dynamo=False,
+                      opset_version=17)
+
+
+def _ort_session(path: Path):
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    model.ir_version = min(model.ir_version, 10)  # onnxruntime 1.31 rejects IR version 14
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def bench_onnxruntime(entry, model, args, names, calib, work: Path, repeat, warmup):
+    out = []
+    try:
+        import onnxruntime  # noqa: F401
+        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                              quantize_dynamic, quantize_static)
+    except ImportError:
+        note = "onnxruntime not installed (pip install -e '.[bench]')"
+        return [Result("onnxruntime fp32", note=note), Result("onnxruntime int8", note=note)]
+    fp32 = work / f"{entry.name}.onnx"
+    start = time.perf_counter()
+    _onnx_export(model, args, names, fp32)
+    export_s = time.perf_counter() - start
+    feed = {n: a.numpy() for n, a in zip(names, args)}
+    sess = _ort_session(fp32)
+    out.append(Result("onnxruntime fp32", median_ms(lambda: sess.run(None, feed), repeat,
+                                                   warmup), export_s, fp32.stat().st_size))
+    int8 = work / f"{entry.name}.int8.onnx"
+    start = time.perf_counter()
+    if entry.kind == "transformer":
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+        how = "quantize_dynamic"
+    else:
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.it = iter([{n: a.numpy() for n, a in zip(names, b)} for b in calib])
+
+            def get_next(self):
+                return next(self.it, None)
+
+        quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
+        how = "quantize_static QDQ per-channel"
+    q_s = time.perf_counter() - start
+    qsess = _ort_session(int8)
+    out.append(Result("onnxruntime int8", median_ms(lambda: qsess.run(None, feed), repeat,
+                                                   warmup), q_s, int8.stat().st_size, how))
+    return out
+
+
+def bench_qir(entry, model, args, calib, repeat, warmup, numpy_repeat) -> list[Result]:
+    import frontends
+    from backends.numpy import run as interpret
+    from backends.tvm import build
+    from passes import PassContext, PassManager
+
+    results = []
+    names = None
+    for label, pipeline in (("qir int8 (llvm)", "int8"), ("qir float (llvm)", "optimize")):
+        start = time.perf_counter()
+        module = frontends.from_torch(model, args)
+        names = [a.name for a in module.main.args]
+        batches = [dict(zip(names, [t.numpy() for t in b])) for b in calib]
+        PassManager(pipeline, ctx=PassContext(calibration_data=batches, progress=False)) \
+            .run(module)
+        compiled = build(module, "llvm")
+        compile_s = time.perf_counter() - start
+        feed = dict(zip(names, [a.numpy() for a in args]))
+        t = median_ms(lambda: compiled.run(feed), repeat, warmup)
+        results.append(Result(label, t, compile_s, _params_bytes(module)))
+        if pipeline == "int8":
+            int8_module = module
+    feed = dict(zip(names, [a.numpy() for a in args]))
+    t = median_ms(lambda: interpret(int8_module, feed), numpy_repeat, 1)
+    results.append(Result("qir numpy interpreter (int8)", t, None, _params_bytes(int8_module)))
+    return results
+
+
+# --- driver ----------------------------------------------------------------------------------
+
+
+def run_model(name: str, repeat: int, warmup: int, numpy_repeat: int, work: Path,
+              systems: set[str]) -> list[Result]:
+    from tests.zoo import ZOO, calibration_batches
+
+    entry = ZOO[name]
+    model = entry.build()
+    args = entry.example_inputs(0)
+    calib = calibration_batches(name, 16)
+    results: list[Result] = []
+
+    def attempt(label, fn):
+        try:
+            out = fn()
+            results.extend(out if isinstance(out, list) else [out])
+        except Exception as e:  # a peer failing must not hide the others' numbers
+            results.append(Result(label, note=f"failed: {type(e).__name__}: {e}"[:160]))
+            traceback.print_exc(file=sys.stderr)
+
+    attempt("torch fp32 eager", lambda: bench_torch_fp32(model, args, repeat, warmup))
+    if "qir" in systems:
+        attempt("qir", lambda: bench_qir(entry, model, args, calib, repeat, warmup,
+                                         numpy_repeat))
+    if "torch" in systems:
+        attempt("PyTorch int8", lambda: bench_torch_int8(entry, entry.build(), args, calib,
+                                                         repeat, warmup))
+    if "ort" in systems:
+        attempt("onnxruntime", lambda: bench_onnxruntime(entry, model, args, entry.input_names,
+                                                         calib, work, repeat, warmup))
+    return results
+
+
+ORDER = ["qir int8 (llvm)", "qir float (llvm)", "torch fp32 eager", "PyTorch int8",
+         "onnxruntime fp32", "onnxruntime int8", "qir numpy interpreter (int8)"]
+
+
+def table(name: str, results: list[Result], markdown: bool) -> str:
+    ref = next((r.median_ms for r in results if r.system == "torch fp32 eager"), None)
+    rows = sorted(results, key=lambda r: ORDER.index(r.system) if r.system in ORDER else 99)
+    lines = []
+    if markdown:
+        lines += [f"### {name}", "",
+                  "| system | median ms | × torch fp32 | compile s | size KiB | note |",
+                  "|---|---:|---:|---:|---:|---|"]
+    else:
+        lines += [f"== {name}",
+                  f"{'system':<30} {'median ms':>10} {'x fp32':>8} {'compile s':>10} "
+                  f"{'size KiB':>9}  note"]
+    for r in rows:
+        ms = f"{r.median_ms:.3f}" if r.median_ms is not None else "-"
+        ratio = f"{r.median_ms / ref:.2f}" if r.median_ms is not None and ref else "-"
+        cs = f"{r.compile_s:.1f}" if r.compile_s is not None else "-"
+        size = f"{r.size_bytes / 1024:.0f}" if r.size_bytes is not None else "-"
+        if markdown:
+            lines.append(f"| {r.system} | {ms} | {ratio} | {cs} | {size} | {r.note} |")
+        else:
+            lines.append(f"{r.system:<30} {ms:>10} {ratio:>8} {cs:>10} {size:>9}  {r.note}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--numpy-repeat", type=int, default=5)
+    p.add_argument("--systems", default="qir,torch,ort")
+    p.add_argument("--markdown", action="store_true", help="print markdown tables")
+    args = p.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's advice
+    import torch
+
+    torch.set_num_threads(THREADS)
+    systems = set(args.systems.split(","))
+    with tempfile.TemporaryDirectory(prefix="qir-bench-") as tmp:
+        for name in args.models.split(","):
+            results = run_model(name, args.repeat, args.warmup, args.numpy_repeat, Path(tmp),
+                                systems)
+            print(table(name, results, args.markdown), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
