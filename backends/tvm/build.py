@@ -1,0 +1,81 @@
+"""Compile a qir module with TVM for the host CPU (llvm) or an NVIDIA GPU (cuda).
+
+- llvm: Relax's "zero" pipeline (legalize every op to TIR, annotate, fold constants, fuse
+  elementwise chains into their producers) then `tvm.compile`. TVM's default llvm build
+  does not fuse, which leaves every intermediate in memory.
+- cuda: the same legalize + fuse, then dlight's GPU schedules per kernel
+  (backends/tvm/cuda.py), then `tvm.compile` with qir's exact nvcc settings. On a machine
+  without a CUDA driver the device code is compiled here with nvcc and packed into
+  exported libraries (see cuda.py), so `build(module, "cuda")` works without a GPU.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from backends.tvm.common import const
+from backends.tvm.lower import _select_function, to_relax
+from backends.tvm.registry import TvmBuildError, error_summary
+from backends.tvm.runtime import SIGNATURE_FUNCTION, Compiled, Signature
+from backends.tvm.target import resolve_target, target_kind
+from qir import QirError
+from qir.ir import Module
+
+CUDA_FORMATS = ("cubin", "fatbin", "ptx")
+
+
+def build(module: Module, target="llvm", *, function: str = "main",
+          cuda_format: str = "cubin") -> Compiled:
+    """Lower `function` of `module` to Relax and compile it for `target` ("llvm",
+    "cuda", "cuda:sm_80", a target dict or a tvm Target). `cuda_format` is the device
+    binary shipped for cuda: "cubin" (this arch only), "fatbin" or "ptx" (JIT-compiled by
+    the driver, so it also runs on newer GPUs)."""
+    tgt = resolve_target(target)
+    kind = target_kind(tgt)
+    if kind not in ("llvm", "cuda"):
+        raise QirError(f"the TVM backend builds for llvm or cuda, not {kind}")
+    if cuda_format not in CUDA_FORMATS:
+        raise QirError(f"cuda_format must be one of {', '.join(CUDA_FORMATS)}")
+    mod = to_relax(module, function=function)
+    signature = Signature.of(_select_function(module, function), kind)
+    mod = _with_signature(mod, signature)
+    try:
+        if kind == "llvm":
+            with tgt:
+                mod = relax.get_pipeline("zero")(mod)
+            return Compiled(tvm.compile(mod, tgt).mod, signature)
+        return _build_cuda(mod, tgt, signature, cuda_format)
+    except QirError:
+        raise
+    except Exception as e:  # noqa: BLE001  (a TVM failure: report it as ours, readably)
+        raise TvmBuildError(f"TVM failed to compile @{function} for {kind}: "
+                            f"{type(e).__name__}: {error_summary(e)}") from e
+
+
+def _with_signature(mod: tvm.IRModule, signature: Signature) -> tvm.IRModule:
+    """Add the function "qir_signature" returning the signature as JSON bytes."""
+    bb = relax.BlockBuilder(mod)
+    with bb.function(SIGNATURE_FUNCTION, []):
+        bb.emit_func_output(const(signature.as_constant(), "uint8"))
+    return bb.get()
+
+
+def _build_cuda(mod: tvm.IRModule, tgt: tvm.target.Target, signature: Signature,
+                fmt: str) -> Compiled:
+    from backends.tvm import cuda
+
+    arch = str(tgt.attrs["arch"])
+    with tgt:
+        mod = tvm.transform.Sequential([
+            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(), relax.transform.FuseOps(),
+            relax.transform.FuseTIR(), cuda.ScheduleForGpu(tgt)])(mod)
+    with cuda.exact_cuda_compiler(arch):
+        rt = tvm.compile(mod, tgt).mod
+    device_code = []
+    for m in cuda.cuda_modules(rt):
+        if cuda.source_only(m):
+            source = m.inspect_source("cuda")
+            device_code.append((source, cuda.nvcc_compile(source, arch, fmt)))
+    return Compiled(rt, signature, device_code=device_code, device_format=fmt)

@@ -1,0 +1,263 @@
+"""Elementwise ops, casts and reductions, with the numpy interpreter's formulas (half
+floats computed in float32 and rounded once). Integer arithmetic wraps as numpy's does;
+quantized relu and clamp work on the stored integers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from backends.numpy.common import quant_params, quantize_values
+from backends.tvm.common import (R, cast, clip, const, dtype_of, fused_clamp, is_float, scalar,
+                                 shape_of, to_float32, tvm_dtype)
+from backends.tvm.registry import relax_lowering
+
+# --- unary floats -------------------------------------------------------------------------
+
+
+def sigmoid(bb, x):
+    one = scalar(1.0, x)
+    return bb.emit(R.divide(one, R.add(one, R.exp(R.negative(x)))))
+
+
+def erf(bb, x):
+    """erf evaluated in float64 (as the interpreter does), rounded to x's dtype."""
+    if dtype_of(x) == "float64":
+        return bb.emit(R.erf(x))
+    return cast(bb, bb.emit(R.erf(cast(bb, x, "float64"))), dtype_of(x))
+
+
+def relu6_shifted(bb, x):
+    """min(max(x + 3, 0), 6)."""
+    return bb.emit(R.minimum(R.maximum(R.add(x, scalar(3.0, x)), scalar(0.0, x)),
+                             scalar(6.0, x)))
+
+
+def softmax(bb, x, axis: int):
+    """exp(x - max) / sum, rows that are all -inf give 0 (torch's safe softmax)."""
+    m = bb.emit(R.max(x, axis=[axis], keepdims=True))
+    m = bb.emit(R.where(R.equal(m, scalar(-np.inf, x)), scalar(0.0, x), m))
+    e = bb.emit(R.exp(R.subtract(x, m)))
+    s = bb.emit(R.sum(e, axis=[axis], keepdims=True))
+    zero = scalar(0.0, x)
+    return bb.emit(R.where(R.equal(s, zero), zero, R.divide(e, s)))
+
+
+def log_softmax(bb, x, axis: int):
+    m = bb.emit(R.max(x, axis=[axis], keepdims=True))
+    inf = scalar(np.inf, x)
+    m = bb.emit(R.where(R.equal(R.abs(m), inf), scalar(0.0, x), m))
+    shifted = bb.emit(R.subtract(x, m))
+    return bb.emit(R.subtract(shifted, R.log(R.sum(R.exp(shifted), axis=[axis],
+                                                   keepdims=True))))
+
+
+def gelu(bb, x, approximate: str):
+    half, one = scalar(0.5, x), scalar(1.0, x)
+    if approximate == "tanh":
+        k = scalar(math.sqrt(2 / math.pi), x)
+        cube = bb.emit(R.multiply(R.multiply(R.multiply(scalar(0.044715, x), x), x), x))
+        inner = bb.emit(R.multiply(k, R.add(x, cube)))
+        return bb.emit(R.multiply(R.multiply(half, x), R.add(one, R.tanh(inner))))
+    e = erf(bb, bb.emit(R.multiply(x, scalar(math.sqrt(0.5), x))))
+    return bb.emit(R.multiply(R.multiply(x, half), R.add(one, e)))
+
+
+_UNARY = {
+    "qir.leaky_relu": lambda op, bb, x: R.where(
+        R.greater(x, scalar(0.0, x)), x, R.multiply(x, scalar(op.attr("negative_slope"), x))),
+    "qir.gelu": lambda op, bb, x: gelu(bb, x, op.attr("approximate")),
+    "qir.silu": lambda op, bb, x: R.divide(x, R.add(scalar(1.0, x), R.exp(R.negative(x)))),
+    "qir.sigmoid": lambda op, bb, x: sigmoid(bb, x),
+    "qir.tanh": lambda op, bb, x: R.tanh(x),
+    "qir.hardswish": lambda op, bb, x: R.divide(R.multiply(x, relu6_shifted(bb, x)),
+                                                scalar(6.0, x)),
+    "qir.hardsigmoid": lambda op, bb, x: R.divide(relu6_shifted(bb, x), scalar(6.0, x)),
+    "qir.elu": lambda op, bb, x: R.where(
+        R.greater(x, scalar(0.0, x)), x,
+        R.multiply(R.subtract(R.exp(x), scalar(1.0, x)), scalar(op.attr("alpha"), x))),
+    "qir.softmax": lambda op, bb, x: softmax(bb, x, op.attr("axis") % len(shape_of(x))),
+    "qir.log_softmax": lambda op, bb, x: log_softmax(bb, x,
+                                                     op.attr("axis") % len(shape_of(x))),
+    "qir.exp": lambda op, bb, x: R.exp(x),
+    "qir.log": lambda op, bb, x: R.log(x),
+    "qir.sqrt": lambda op, bb, x: R.sqrt(x),
+    "qir.rsqrt": lambda op, bb, x: R.divide(scalar(1.0, x), R.sqrt(x)),
+    "qir.erf": lambda op, bb, x: erf(bb, x),
+    "qir.reciprocal": lambda op, bb, x: R.divide(scalar(1.0, x), x),
+    "qir.sin": lambda op, bb, x: R.sin(x),
+    "qir.cos": lambda op, bb, x: R.cos(x),
+    "qir.neg": lambda op, bb, x: R.negative(x),
+    "qir.abs": lambda op, bb, x: R.abs(x),
+}
+
+
+def _register_unary(name: str, fn) -> None:
+    @relax_lowering(name)
+    def lower(op, bb, args, params):
+        return fn(op, bb, args[0])
+
+    lower.__name__ = name.split(".")[-1]
+
+
+for _name, _fn in _UNARY.items():
+    _register_unary(_name, _fn)
+
+
+@relax_lowering("qir.relu", upcast=False)
+def relu(op, bb, args, params):
+    """max(x, 0); on a quantized tensor max(q, zero_point) on the stored values (fp8
+    storage: in float32, rounded back exactly by the driver)."""
+    ty = op.operands[0].type
+    x = args[0]
+    if ty.is_quantized and not ty.quant.is_fp8:
+        _, zp = quant_params(ty.quant, ty.shape)
+        return R.maximum(x, const(zp, dtype_of(x)))
+    x = to_float32(bb, x)
+    return R.maximum(x, scalar(0, x))
+
+
+@relax_lowering("qir.clamp", upcast=False)
+def clamp(op, bb, args, params):
+    """Bounds in the tensor's dtype; on a quantized tensor the bounds are quantized with
+    the qir.quantize rule and the stored values clipped to them."""
+    ty = op.operands[0].type
+    lo, hi = op.attr("min"), op.attr("max")
+    x = args[0]
+    if ty.is_quantized:
+        q = [None if b is None else quantize_values(np.float32(b), ty) for b in (lo, hi)]
+        if ty.quant.is_fp8:
+            q = [None if b is None else b.astype(np.float32) for b in q]
+            x = to_float32(bb, x)
+        return clip(bb, x, *q)
+    return clip(bb, to_float32(bb, x), lo, hi)
+
+
+# --- binary ---------------------------------------------------------------------------------
+
+
+def int_divide(bb, a, b):
+    """Integer division truncating toward zero; division by zero gives 0 and
+    INT_MIN / -1 wraps (numpy's results, without the hardware trap)."""
+    zero, one = scalar(0, a), scalar(1, a)
+    signed = not dtype_of(a).startswith("uint")
+    trap = bb.emit(R.equal(b, zero))
+    if signed:
+        minus_one = bb.emit(R.equal(b, scalar(-1, b)))
+        trap = bb.emit(R.logical_or(trap, minus_one))
+    safe = bb.emit(R.where(trap, one, b))
+    q = bb.emit(R.floor_divide(a, safe))
+    if signed:
+        fix = bb.emit(R.logical_and(R.less(q, zero), R.not_equal(R.multiply(q, safe), a)))
+        q = bb.emit(R.add(q, R.astype(fix, dtype_of(a))))
+        q = bb.emit(R.where(minus_one, R.negative(a), q))
+    return bb.emit(R.where(R.equal(b, zero), zero, q))
+
+
+def int_power(bb, a, b, shape):
+    """a ** b for integers by repeated squaring over the exponent's bits (wrapping like
+    numpy; negative exponents are undefined)."""
+    bits = int(dtype_of(a).lstrip("uint"))
+    result = bb.emit(R.broadcast_to(scalar(1, a), shape))
+    base, e = a, b
+    one = scalar(1, b)
+    for _ in range(bits):
+        bit = bb.emit(R.equal(R.bitwise_and(e, one), one))
+        result = bb.emit(R.where(bit, R.multiply(result, base), result))
+        base = bb.emit(R.multiply(base, base))
+        e = bb.emit(R.right_shift(e, one))
+    return result
+
+
+_BINARY = {
+    "qir.add": R.add, "qir.sub": R.subtract, "qir.mul": R.multiply, "qir.div": R.divide,
+    "qir.pow": R.power, "qir.maximum": R.maximum, "qir.minimum": R.minimum,
+    "qir.eq": R.equal, "qir.ne": R.not_equal, "qir.lt": R.less, "qir.le": R.less_equal,
+    "qir.gt": R.greater, "qir.ge": R.greater_equal, "qir.logical_and": R.logical_and,
+    "qir.logical_or": R.logical_or,
+}
+
+
+def _register_binary(name: str, fn) -> None:
+    @relax_lowering(name)
+    def lower(op, bb, args, params):
+        a, b = args
+        if name == "qir.div" and not is_float(dtype_of(a)):
+            return int_divide(bb, a, b)
+        if name == "qir.pow" and not is_float(dtype_of(a)):
+            return int_power(bb, a, b, op.result.type.shape)
+        y = bb.emit(fn(a, b))
+        return fused_clamp(bb, op, y) if name == "qir.add" else y
+
+    lower.__name__ = name.split(".")[-1]
+
+
+for _name, _fn in _BINARY.items():
+    _register_binary(_name, _fn)
+
+
+@relax_lowering("qir.logical_not")
+def logical_not(op, bb, args, params):
+    return R.logical_not(args[0])
+
+
+@relax_lowering("qir.cast")
+def cast_op(op, bb, args, params):
+    """numpy's astype (torch's .to()): float -> int truncates toward zero, anything ->
+    bool is != 0, narrowing integers wrap."""
+    to = tvm_dtype(op.result.type)
+    x = args[0]
+    if to == "bool":
+        return R.not_equal(x, scalar(0, x))
+    if to.startswith("float8"):  # the lowering driver rounds float32 to fp8 exactly
+        return cast(bb, x, "float32")
+    return R.astype(x, to)
+
+
+# --- reductions -------------------------------------------------------------------------------
+
+
+def _axes(op):
+    rank = op.operands[0].type.rank
+    axes = op.attr("axes")
+    return sorted({a % rank for a in axes}) if axes else list(range(rank))
+
+
+_REDUCERS = {"qir.reduce_mean": R.mean, "qir.reduce_sum": R.sum, "qir.reduce_max": R.max,
+             "qir.reduce_min": R.min}
+
+
+def _register_reduce(name: str, fn) -> None:
+    @relax_lowering(name)
+    def lower(op, bb, args, params):
+        if op.operands[0].type.rank == 0:
+            return args[0]
+        return fn(args[0], axis=_axes(op), keepdims=op.attr("keepdims"))
+
+    lower.__name__ = name.split(".")[-1]
+
+
+for _name, _fn in _REDUCERS.items():
+    _register_reduce(_name, _fn)
+
+
+@relax_lowering("qir.argmax")
+def argmax(op, bb, args, params):
+    """Index of the first maximum (i64)."""
+    x = args[0]
+    if op.operands[0].type.rank == 0:
+        x = bb.emit(R.reshape(x, (1,)))
+    axis = op.attr("axis") % max(1, op.operands[0].type.rank)
+    y = bb.emit(R.argmax(x, axis=axis, keepdims=op.attr("keepdims")))
+    y = cast(bb, y, "int64")
+    return R.reshape(y, op.result.type.shape)
+
+
+@relax_lowering("qir.cumsum")
+def cumsum(op, bb, args, params):
+    x = args[0]
+    shape = op.result.type.shape
+    if not shape:
+        return x
+    return R.cumsum(x, axis=op.attr("axis") % len(shape), dtype=dtype_of(x))

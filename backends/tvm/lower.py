@@ -1,0 +1,105 @@
+"""qir Module -> TVM Relax IRModule.
+
+One Relax function, "main", whose parameters are the qir function's arguments (same
+order, names, shapes and storage dtypes) and which always returns a tuple, one field per
+qir output. Each qir op becomes the Relax bindings its registered lowering emits, inside
+one dataflow block.
+
+Parameters (`module.params`) become Relax constants, embedded in the compiled artifact:
+a built module is then one self-contained file, and TVM can fold and fuse around the
+weights. (Binding them as extra run-time arguments would keep the artifact small for
+big models; nothing in qir needs that yet.)
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+import qir
+from backends.numpy.registry import describe_op
+from backends.tvm.common import (FP8, LOW_FLOATS, R, dtype_of, is_float, shape_of, to_float32,
+                                 tvm_dtype)
+from backends.tvm.registry import LoweringError, error_summary, get_lowering
+from qir.ir import Function, Module, Op, Value
+
+
+def to_relax(module: Module, *, function: str = "main", verify: bool = True) -> tvm.IRModule:
+    """Lower `function` of a (verified) qir module to a Relax IRModule with one function,
+    "main". Raises LoweringError (a QirError) naming every op without a lowering, or the
+    first op whose construct a lowering cannot express."""
+    if verify:
+        qir.verify(module)
+    fn = _select_function(module, function)
+    missing = sorted({describe_op(op) for op in fn.ops if get_lowering(op.name) is None})
+    if missing:
+        shown = "\n  ".join(missing[:20]) + ("\n  ..." if len(missing) > 20 else "")
+        raise LoweringError(f"no Relax lowering for {len(missing)} op(s) in @{fn.name}:\n"
+                            f"  {shown}\nregister one with @relax_lowering(op_name) from "
+                            "backends.tvm")
+    bb = relax.BlockBuilder()
+    args = [relax.Var(a.name, relax.TensorType(a.type.shape, tvm_dtype(a.type)))
+            for a in fn.args]
+    with bb.function("main", args):
+        with bb.dataflow():
+            env: dict[Value, relax.Expr] = dict(zip(fn.args, args))
+            for op in fn.ops:
+                for value, expr in zip(op.results, _lower_op(bb, op, env, module.params)):
+                    env[value] = expr
+            outputs = bb.emit_output(relax.Tuple([env[v] for v in fn.outputs]))
+        bb.emit_func_output(outputs)
+    return bb.get()
+
+
+def _select_function(module: Module, name: str) -> Function:
+    if name in module.functions:
+        return module.functions[name]
+    if name == "main" and len(module.functions) == 1:
+        return next(iter(module.functions.values()))
+    known = ", ".join(f"@{n}" for n in module.functions) or "none"
+    raise LoweringError(f"module has no function @{name} (functions: {known})")
+
+
+def _round_to(bb: relax.BlockBuilder, x: relax.Expr, dtype: str) -> relax.Expr:
+    """A float result rounded (to nearest even) to a half-float result dtype."""
+    if dtype in FP8:
+        from backends.tvm.fp8 import encode_fp8
+
+        return encode_fp8(bb, bb.emit(R.astype(x, "float32")), dtype)
+    return bb.emit(R.astype(x, dtype))
+
+
+def _lower_op(bb: relax.BlockBuilder, op: Op, env: dict, params) -> list[relax.Expr]:
+    """Run one lowering; upcast half floats around it and check what it returns."""
+    entry = get_lowering(op.name)
+    args = [env[v] for v in op.operands]
+    if entry.upcast:
+        args = [to_float32(bb, a) for a in args]
+    try:
+        out = entry.fn(op, bb, args, params)
+    except LoweringError:
+        raise
+    except qir.QirError as e:
+        raise LoweringError(f"{describe_op(op)}: {e}") from e
+    except Exception as e:  # a TVM error while building the expression: a lowering bug
+        raise LoweringError(f"{describe_op(op)}: lowering failed: {type(e).__name__}: "
+                            f"{error_summary(e)}") from e
+    results = list(out) if isinstance(out, (list, tuple)) else [out]
+    if len(results) != len(op.results):
+        raise LoweringError(f"{describe_op(op)}: the lowering returned {len(results)} "
+                            f"values for {len(op.results)} results")
+    checked = []
+    for value, expr in zip(op.results, results):
+        if not isinstance(expr, relax.Var):
+            expr = bb.emit(expr)
+        want = tvm_dtype(value.type)
+        got = dtype_of(expr)
+        if got != want and is_float(got) and (want in LOW_FLOATS or want in FP8):
+            expr = _round_to(bb, expr, want)  # round once to the result dtype
+            got = want
+        if got != want or shape_of(expr) != value.type.shape:
+            raise LoweringError(
+                f"{describe_op(op)}: the lowering produced {got}{list(shape_of(expr))} for "
+                f"%{value.name}: {value.type} (wants {want}{list(value.type.shape)})")
+        checked.append(expr)
+    return checked

@@ -1,0 +1,222 @@
+"""Float convolution, linear/matmul, normalisation, embedding, attention and pooling,
+with PyTorch's semantics (the numpy interpreter's formulas)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from backends.tvm.common import R, const, dtype_of, fused_clamp, scalar, shape_of
+from backends.tvm.float_ops import softmax
+from backends.tvm.registry import relax_lowering
+from backends.tvm.shape_ops import pad_or_crop
+
+# --- convolution, linear, matmul ------------------------------------------------------------
+
+
+def conv(bb, op, x, w, *, out_dtype: str | None = None, padding=None):
+    """PyTorch conv1d/conv2d (NCW/NCHW, OIW/OIHW); padding all begins then all ends."""
+    nd = len(shape_of(w)) - 2
+    pad = op.attr("padding") if padding is None else padding
+    kwargs = dict(strides=op.attr("stride"), padding=pad, dilation=op.attr("dilation"),
+                  groups=op.attr("groups"), out_dtype=out_dtype)
+    if nd == 1:
+        return bb.emit(R.nn.conv1d(x, w, **kwargs))
+    return bb.emit(R.nn.conv2d(x, w, **kwargs))
+
+
+def add_channel_bias(bb, y, b):
+    rank = len(shape_of(y))
+    return bb.emit(R.add(y, R.reshape(b, (1, -1) + (1,) * (rank - 2))))
+
+
+def _conv(op, bb, args, params):
+    y = conv(bb, op, args[0], args[1])
+    if len(args) > 2:
+        y = add_channel_bias(bb, y, args[2])
+    return fused_clamp(bb, op, y)
+
+
+relax_lowering("qir.conv1d")(_conv)
+relax_lowering("qir.conv2d")(_conv)
+
+
+@relax_lowering("qir.linear")
+def linear(op, bb, args, params):
+    y = bb.emit(R.matmul(args[0], R.permute_dims(args[1])))
+    if len(args) > 2:
+        y = bb.emit(R.add(y, args[2]))
+    return fused_clamp(bb, op, y)
+
+
+@relax_lowering("qir.matmul")
+def matmul(op, bb, args, params):
+    return fused_clamp(bb, op, bb.emit(R.matmul(args[0], args[1])))
+
+
+# --- normalisation ----------------------------------------------------------------------------
+
+
+@relax_lowering("qir.batch_norm")
+def batch_norm(op, bb, args, params):
+    """x * alpha + beta, alpha = weight / sqrt(var + eps), beta = bias - mean * alpha."""
+    x, mean, var = args[:3]
+    weight = args[3] if len(args) > 3 else None
+    bias = args[4] if len(args) > 4 else None
+    alpha = bb.emit(R.divide(scalar(1.0, x), R.sqrt(R.add(var, scalar(op.attr("eps"), x)))))
+    if weight is not None:
+        alpha = bb.emit(R.multiply(alpha, weight))
+    beta = bb.emit(R.multiply(R.negative(mean), alpha))
+    if bias is not None:
+        beta = bb.emit(R.add(beta, bias))
+    rank = len(shape_of(x))
+    shape = [1] * rank
+    shape[op.attr("axis") % rank] = -1
+    return R.add(R.multiply(x, R.reshape(alpha, shape)), R.reshape(beta, shape))
+
+
+def normalize(bb, x, axes, eps: float):
+    """(x - mean) / sqrt(var + eps) over `axes`, biased variance, two passes."""
+    mean = bb.emit(R.mean(x, axis=axes, keepdims=True))
+    centered = bb.emit(R.subtract(x, mean))
+    var = bb.emit(R.mean(R.multiply(centered, centered), axis=axes, keepdims=True))
+    inv = bb.emit(R.divide(scalar(1.0, x), R.sqrt(R.add(var, scalar(eps, x)))))
+    return bb.emit(R.multiply(centered, inv))
+
+
+@relax_lowering("qir.layer_norm")
+def layer_norm(op, bb, args, params):
+    x = args[0]
+    rank, n = len(shape_of(x)), op.attr("normalized_ndim")
+    y = normalize(bb, x, list(range(rank - n, rank)), op.attr("eps"))
+    if len(args) > 1:
+        y = bb.emit(R.multiply(y, args[1]))
+    if len(args) > 2:
+        y = bb.emit(R.add(y, args[2]))
+    return y
+
+
+@relax_lowering("qir.group_norm")
+def group_norm(op, bb, args, params):
+    x = args[0]
+    shape = shape_of(x)
+    g = op.attr("groups")
+    grouped = bb.emit(R.reshape(x, (shape[0], g, -1)))
+    y = bb.emit(R.reshape(normalize(bb, grouped, [2], op.attr("eps")), shape))
+    channel = (1, -1) + (1,) * (len(shape) - 2)
+    if len(args) > 1:
+        y = bb.emit(R.multiply(y, R.reshape(args[1], channel)))
+    if len(args) > 2:
+        y = bb.emit(R.add(y, R.reshape(args[2], channel)))
+    return y
+
+
+# --- embedding, attention -------------------------------------------------------------------
+
+
+@relax_lowering("qir.embedding")
+def embedding(op, bb, args, params):
+    """Rows of the table (indices outside the table are clipped, never read out of
+    bounds; the interpreter rejects them)."""
+    return R.take(args[0], args[1], axis=0, mode="clip")
+
+
+@relax_lowering("qir.scaled_dot_product_attention")
+def sdpa(op, bb, args, params):
+    """softmax(q @ k^T * scale + mask) @ v; a bool mask keeps True positions (the others
+    get -inf), a float mask is added, is_causal keeps the lower triangle; rows with
+    nothing kept give 0."""
+    q, k, v = args[:3]
+    scale = op.attr("scale")
+    if scale is None:
+        scale = 1 / math.sqrt(shape_of(q)[-1])
+    rank_k = len(shape_of(k))
+    kt = bb.emit(R.permute_dims(k, list(range(rank_k - 2)) + [rank_k - 1, rank_k - 2]))
+    scores = bb.emit(R.multiply(R.matmul(q, kt), scalar(scale, q)))
+    neg_inf = scalar(-np.inf, scores)
+    if len(args) > 3:
+        mask = args[3]
+        if dtype_of(mask) == "bool":
+            scores = bb.emit(R.where(mask, scores, neg_inf))
+        else:
+            scores = bb.emit(R.add(scores, mask))
+    if op.attr("is_causal"):
+        lq, lk = shape_of(scores)[-2:]
+        keep = np.tril(np.ones((lq, lk), dtype=bool))
+        scores = bb.emit(R.where(const(keep, "bool"), scores, neg_inf))
+    probs = softmax(bb, scores, len(shape_of(scores)) - 1)
+    return R.matmul(probs, v)
+
+
+# --- pooling -----------------------------------------------------------------------------------
+
+
+def _stride(op) -> list[int]:
+    return op.attr("stride") or op.attr("kernel")
+
+
+def pool_input(bb, op, x, dilation, fill):
+    """Pad (or crop) the input exactly to what the op's windows cover: the left padding,
+    and on the right up to the end of the last window (ceil_mode may overhang the
+    padding, which also counts as padding). The pool itself then runs unpadded."""
+    kernel, stride, padding = op.attr("kernel"), _stride(op), op.attr("padding")
+    shape = shape_of(x)
+    out_hw = op.result.type.shape[2:]
+    after = []
+    for i in range(2):
+        eff = dilation[i] * (kernel[i] - 1) + 1
+        need = (out_hw[i] - 1) * stride[i] + eff
+        after.append(need - shape[2 + i] - padding[i])
+    return pad_or_crop(bb, x, [0, 0, padding[0], padding[1]], [0, 0] + after, fill)
+
+
+@relax_lowering("qir.max_pool2d")
+def max_pool2d(op, bb, args, params):
+    """Padding is -inf (integer quantized storage: its minimum, below no stored value)."""
+    ty = op.operands[0].type
+    fill = ty.quant.storage_min if ty.is_quantized and not ty.quant.is_fp8 else -np.inf
+    dilation = op.attr("dilation")
+    x = pool_input(bb, op, args[0], dilation, fill)
+    return R.nn.max_pool2d(x, pool_size=op.attr("kernel"), strides=_stride(op),
+                           padding=(0, 0, 0, 0), dilation=dilation)
+
+
+def _window_counts(size: int, k: int, s: int, p: int, out: int,
+                   include_pad: bool) -> np.ndarray:
+    """Per output index along one dim: how many window elements the divisor counts."""
+    start = np.arange(out) * s - p
+    end = np.minimum(start + k, size + p)  # clip the ceil_mode overhang
+    if include_pad:
+        return end - start
+    return np.minimum(end, size) - np.maximum(start, 0)
+
+
+@relax_lowering("qir.avg_pool2d")
+def avg_pool2d(op, bb, args, params):
+    """The window mean over kh*kw (on the explicitly padded input), rescaled where
+    PyTorch's divisor differs: count_include_pad=False, ceil_mode overhang, or
+    divisor_override."""
+    x = args[0]
+    kernel, stride, padding = op.attr("kernel"), _stride(op), op.attr("padding")
+    xp = pool_input(bb, op, x, (1, 1), 0.0)
+    y = bb.emit(R.nn.avg_pool2d(xp, pool_size=kernel, strides=stride, padding=(0, 0, 0, 0),
+                                count_include_pad=True))
+    out_hw = op.result.type.shape[2:]
+    override = op.attr("divisor_override")
+    if override is not None:
+        divisor = np.full(out_hw, float(override))
+    else:
+        shape = shape_of(x)
+        ch, cw = (_window_counts(shape[2 + i], kernel[i], stride[i], padding[i], out_hw[i],
+                                 op.attr("count_include_pad")) for i in range(2))
+        divisor = (ch[:, None] * cw[None, :]).astype(np.float64)
+    factor = (kernel[0] * kernel[1]) / divisor
+    if np.all(factor == 1):
+        return y
+    return R.multiply(y, const(factor, dtype_of(y)))
+
+
+@relax_lowering("qir.adaptive_avg_pool2d")
+def adaptive_avg_pool2d(op, bb, args, params):
+    return R.nn.adaptive_avg_pool2d(args[0], output_size=op.attr("output_size"))

@@ -1,0 +1,192 @@
+"""Running compiled modules: `Compiled.run`, `export_library` and `load`.
+
+A compiled module carries its signature (argument names, shapes and dtypes; output
+keys) inside the artifact, as a constant returned by the Relax function
+"qir_signature", so an exported library is one self-contained file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from backends.tvm.registry import TvmBuildError, error_summary
+from qir import QirError
+from qir.ir import Function
+
+SIGNATURE_FUNCTION = "qir_signature"
+
+# Inputs converted silently, as the numpy interpreter does: (given, expected).
+_LOSSLESS_ENOUGH = {(np.dtype(np.float64), np.dtype(np.float32)),
+                    (np.dtype(np.int32), np.dtype(np.int64))}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a compiled function takes and returns."""
+
+    function: str
+    inputs: tuple[tuple[str, tuple[int, ...], str], ...]  # (name, shape, numpy dtype)
+    outputs: tuple[str, ...]  # result keys, as backends.numpy.run names them
+    target: str  # "llvm" or "cuda"
+
+    @staticmethod
+    def of(fn: Function, target: str) -> Signature:
+        inputs = tuple((a.name, a.type.shape, a.type.dtype.name) for a in fn.args)
+        keys, seen = [], set()
+        for i, v in enumerate(fn.outputs):
+            keys.append(f"{v.name}#{i}" if v.name in seen else v.name)
+            seen.add(v.name)
+        return Signature(fn.name, inputs, tuple(keys), target)
+
+    def to_json(self) -> str:
+        return json.dumps({"function": self.function, "target": self.target,
+                           "inputs": [[n, list(s), d] for n, s, d in self.inputs],
+                           "outputs": list(self.outputs)})
+
+    @staticmethod
+    def from_json(text: str) -> Signature:
+        d = json.loads(text)
+        return Signature(d["function"], tuple((n, tuple(s), dt) for n, s, dt in d["inputs"]),
+                         tuple(d["outputs"]), d["target"])
+
+    def as_constant(self) -> np.ndarray:
+        return np.frombuffer(self.to_json().encode(), dtype=np.uint8).copy()
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    try:
+        return np.dtype(name)
+    except TypeError:
+        import ml_dtypes  # bfloat16 / float8 names
+
+        return np.dtype(getattr(ml_dtypes, name))
+
+
+class Compiled:
+    """A module compiled by TVM for one target, runnable in this process (when the
+    target's device exists) and exportable as a shared library."""
+
+    def __init__(self, executable: tvm.runtime.Module, signature: Signature, *,
+                 device_code: list[tuple[str, bytes]] | None = None,
+                 device_format: str = "cubin"):
+        self.executable = executable  # the root runtime module (a relax.VMExecutable)
+        self.signature = signature
+        self.device_code = device_code or []  # CUDA (source, binary) compiled by qir
+        self.device_format = device_format
+        self._vm = None
+
+    @property
+    def target(self) -> str:
+        return self.signature.target
+
+    def _device(self):
+        if self.target == "cuda":
+            dev = tvm.cuda(0)
+            if not dev.exist:
+                raise TvmBuildError("this module runs on CUDA, but no CUDA device is present "
+                                    "(export_library it and run it on a machine with a GPU)")
+            return dev
+        return tvm.cpu(0)
+
+    @property
+    def vm(self) -> relax.VirtualMachine:
+        if self._vm is None:
+            dev = self._device()
+            mod = self.executable
+            if self.device_code and not _loadable_here(mod):
+                raise TvmBuildError("this module's CUDA code was compiled without a CUDA "
+                                    "driver: export_library it and load() the file")
+            self._vm = relax.VirtualMachine(mod, dev)
+        return self._vm
+
+    def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]
+            ) -> dict[str, np.ndarray]:
+        """Run on `inputs` (a dict keyed by argument name, or a list in argument order);
+        returns the outputs keyed like backends.numpy.run."""
+        vm = self.vm
+        dev = self._device()
+        args = [tvm.runtime.tensor(a, device=dev) for a in self._bind(inputs)]
+        out = vm[self.signature.function](*args)
+        return {key: out[i].numpy() for i, key in enumerate(self.signature.outputs)}
+
+    def _bind(self, inputs) -> list[np.ndarray]:
+        sig = self.signature
+        names = [n for n, _, _ in sig.inputs]
+        if isinstance(inputs, Mapping):
+            missing = [n for n in names if n not in inputs]
+            extra = [str(k) for k in inputs if k not in names]
+            if missing or extra:
+                raise QirError(f"@{sig.function}: missing inputs {missing}, unknown inputs "
+                               f"{extra} (arguments: {', '.join(names)})")
+            values = [inputs[n] for n in names]
+        elif isinstance(inputs, Sequence) and not isinstance(inputs, (str, bytes)):
+            if len(inputs) != len(names):
+                raise QirError(f"@{sig.function} takes {len(names)} inputs, got {len(inputs)}")
+            values = list(inputs)
+        else:
+            raise QirError("inputs must be a dict keyed by argument name or a list in "
+                           f"argument order, got {type(inputs).__name__}")
+        out = []
+        for (name, shape, dtype), value in zip(sig.inputs, values):
+            arr = np.asarray(value)
+            want = _numpy_dtype(dtype)
+            if arr.dtype != want:
+                if (arr.dtype, want) not in _LOSSLESS_ENOUGH:
+                    raise QirError(f"input '{name}' has dtype {arr.dtype}, expected {want}")
+                arr = arr.astype(want)
+            if arr.shape != tuple(shape):
+                raise QirError(f"input '{name}' has shape {list(arr.shape)}, expected "
+                               f"{list(shape)}")
+            out.append(arr if arr.flags.c_contiguous else arr.copy(order="C"))
+        return out
+
+    def export_library(self, path: str) -> str:
+        """Write a shared library (.so) that `load` (or tvm.runtime.load_module) reads;
+        for CUDA it carries the compiled device code."""
+        path = str(path)
+        kwargs = {}
+        if self.device_code:
+            from backends.tvm.cuda import packer
+
+            kwargs["fpack_imports"] = packer(self.device_code, self.device_format)
+        try:
+            self.executable.export_library(path, **kwargs)
+        except QirError:
+            raise
+        except Exception as e:  # noqa: BLE001  (compiler / linker failure)
+            raise TvmBuildError(f"export_library({path!r}) failed: {type(e).__name__}: "
+                                f"{error_summary(e)}") from e
+        return path
+
+
+def _loadable_here(mod: tvm.runtime.Module) -> bool:
+    return all(m.is_runnable() for m in mod._collect_from_import_tree(lambda m: True))
+
+
+def load(path: str) -> Compiled:
+    """Load a library written by `Compiled.export_library`."""
+    path = str(path)
+    try:
+        mod = tvm.runtime.load_module(path)
+    except Exception as e:  # noqa: BLE001
+        msg = error_summary(e)
+        if "cuda" in msg.lower():
+            raise TvmBuildError(f"{path} contains CUDA device code, which needs a CUDA driver "
+                                f"to load (no libcuda here): {msg}") from e
+        raise TvmBuildError(f"cannot load {path}: {msg}") from e
+    on_cuda = bool(mod._collect_from_import_tree(lambda m: m.kind == "cuda"))
+    try:
+        vm = relax.VirtualMachine(mod, tvm.cuda(0) if on_cuda else tvm.cpu(0))
+        raw = vm[SIGNATURE_FUNCTION]().numpy()
+    except Exception as e:  # noqa: BLE001
+        raise TvmBuildError(f"{path} is not a library exported by qir's TVM backend "
+                            f"(no {SIGNATURE_FUNCTION}): {error_summary(e)}") from e
+    compiled = Compiled(mod, Signature.from_json(raw.tobytes().decode()))
+    compiled._vm = vm
+    return compiled
