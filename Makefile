@@ -20,7 +20,7 @@ demo: setup
 	$(BIN)/python -m qir.demo
 
 test: setup
-	$(BIN)/python -m pytest -q -n 2 tests
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info

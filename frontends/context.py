@@ -355,7 +355,9 @@ class GraphLowering:
         for r, s in pairs:
             if isinstance(r, Value) and isinstance(s, TensorSpec):
                 want = tensor_type(s.shape, s.dtype)
-                if r.type != want:
+                # a quantized value stands for the integers torch holds (quantize ops)
+                got = r.type.with_elem(r.type.storage) if r.type.is_quantized else r.type
+                if got != want:
                     raise ConversionError(f"internal error: lowered to {r.type} but torch "
                                           f"computes {want}")
 

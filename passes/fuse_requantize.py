@@ -40,7 +40,8 @@ def _dq_to_q(op: Op, rw: Rewriter) -> bool:
     m, e = quantize_multiplier(a.scale / b.scale)
     rq = rw.create_before(op, "qir.requantize", [x], {
         "multiplier": [m], "shift": [e], "input_zp": a.zero_point, "output_zp": b.zero_point,
-        "clamp_min": b.storage_min, "clamp_max": b.storage_max}, [op.result.type], loc=op.loc)
+        "clamp_min": b.storage_min, "clamp_max": b.storage_max, "prov": op.attr("prov")},
+        [op.result.type], loc=op.loc)
     rw.replace_op(op, rq.results, keep_names=True)
     return True
 
@@ -68,6 +69,10 @@ def _rq_of_rq(op: Op, rw: Rewriter) -> bool:
     attrs = dict(op.attrs)
     attrs.update(multiplier=mults, shift=shifts, axis=inner.attr("axis"),
                  input_zp=inner.attr("input_zp"))
+    if inner.attr("prov"):
+        outer = op.attr("prov")
+        attrs["prov"] = (f"{outer}; " if outer else "") + \
+            f"fused with the requantize before it ({inner.attr('prov')})"
     new = rw.create_before(op, "qir.requantize", list(inner.operands), attrs,
                            [op.result.type], loc=op.loc)
     rw.replace_op(op, new.results, keep_names=True)

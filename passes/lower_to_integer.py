@@ -88,7 +88,8 @@ def _lower_compute(op: Op, rw: Rewriter, rounding: str) -> bool:
             return False  # bias scale must be s_x · s_w: quantize sets it so
         if b.owner is None or b.owner.name != "qir.param":
             return False
-        braw = rw.create_before(op, "qir.param", [], {"name": b.owner.attr("name")},
+        braw = rw.create_before(op, "qir.param", [], {"name": b.owner.attr("name"),
+                                                       "prov": b.owner.attr("prov")},
                                 [TensorType(b.type.shape, "i32")], loc=b.owner.loc,
                                 names=[f"{b.name}_i32"])
         bias = braw.result
@@ -114,7 +115,7 @@ def _lower_compute(op: Op, rw: Rewriter, rounding: str) -> bool:
     rq = rw.create_before(op, "qir.requantize", [acc.result], {
         "multiplier": mults, "shift": shifts, "axis": axis, "input_zp": 0,
         "output_zp": out_q.zero_point, "clamp_min": lo, "clamp_max": hi,
-        "rounding": rounding}, [qout.result.type], loc=op.loc)
+        "rounding": rounding, "prov": qout.attr("prov")}, [qout.result.type], loc=op.loc)
     rw.replace_op(qout, rq.results, keep_names=True)
     rw.erase_op(op)
     return True
@@ -129,7 +130,8 @@ def _lower_elementwise(op: Op, rw: Rewriter, rounding: str) -> bool:
         return False
     aq, bq, oq = a.type.quant, b.type.quant, qout.result.type.quant
     lo, hi = _int_clamp(op, oq) if op.name == "qir.add" else (oq.storage_min, oq.storage_max)
-    common = {"output_zp": oq.zero_point, "clamp_min": lo, "clamp_max": hi}
+    common = {"output_zp": oq.zero_point, "clamp_min": lo, "clamp_max": hi,
+              "prov": qout.attr("prov")}
     if op.name == "qir.add":
         ma, ea = quantize_multiplier(aq.scale / oq.scale)
         mb, eb = quantize_multiplier(bq.scale / oq.scale)

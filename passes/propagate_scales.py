@@ -14,6 +14,8 @@ Add and mul are not scale-preserving: lower-to-integer rescales their inputs exp
 
 from __future__ import annotations
 
+import re
+
 from qir.builder import make_op
 from qir.diagnostics import QirError
 from qir.ir import Module, Op
@@ -77,8 +79,29 @@ def _share_scale(op: Op, rw: Rewriter) -> bool:
         return False
     if (a.storage_min, a.storage_max) != (b.storage_min, b.storage_max):
         return False
+    origin = scale_origin(x)
+    if origin is not None:
+        m = re.match(r"observer '([^']*)'", op.attr("prov"))
+        who = f"observer '{m.group(1)}'" if m else f"%{op.result.name}"
+        note = f"also serves {who}" + (" (whose own scale differed)" if a != b else "")
+        prov = origin.attr("prov")
+        rw.set_attr(origin, "prov", f"{prov}; {note}" if prov else note)
     rw.replace_op(op, [x])
     return True
+
+
+def scale_origin(v) -> Op | None:
+    """The op that decided `v`'s quantization: walk back through ops that keep their
+    input's quant type (data movement) to one that carries a `prov` attribute."""
+    seen = 0
+    while v.owner is not None and seen < 10_000:
+        op = v.owner
+        if "prov" in op.opdef.attrs:
+            return op
+        if not op.operands or op.operands[0].type.elem != v.type.elem:
+            return None
+        v, seen = op.operands[0], seen + 1
+    return None
 
 
 def _align_concat(op: Op, rw: Rewriter) -> bool:
@@ -92,6 +115,8 @@ def _align_concat(op: Op, rw: Rewriter) -> bool:
     out_q: QuantType = op.result.type.quant
     if out_q.axis is not None or out_q.is_fp8:
         return False
+    why = op.attr("prov")
+    prov = f"aligned to the concat %{op.result.name}'s scale" + (f" ({why})" if why else "")
     aligned = []
     for s in sources:
         sq: QuantType = s.type.quant
@@ -102,7 +127,8 @@ def _align_concat(op: Op, rw: Rewriter) -> bool:
         rq = rw.create_before(cat, "qir.requantize", [s], {
             "multiplier": [m], "shift": [e], "input_zp": sq.zero_point,
             "output_zp": out_q.zero_point, "clamp_min": out_q.storage_min,
-            "clamp_max": out_q.storage_max}, [s.type.with_elem(out_q)], loc=cat.loc)
+            "clamp_max": out_q.storage_max, "prov": prov}, [s.type.with_elem(out_q)],
+            loc=cat.loc)
         aligned.append(rq.result)
     new = rw.create_before(cat, "qir.concat", aligned, dict(cat.attrs), loc=cat.loc)
     rw.replace_op(op, new.results, keep_names=True)

@@ -44,11 +44,19 @@ def activation_type(lo: float, hi: float, dtype: str, expressed: str = "f32") ->
     return QuantType(dtype, expressed, (scale,), (zp,))
 
 
-def _qdq(fn: Function, value: Value, anchor: Op, q: QuantType, name: str) -> Value:
+def _qdq(fn: Function, value: Value, anchor: Op, q: QuantType, name: str,
+         prov: str = "") -> Value:
     b = Builder(fn, after=anchor, loc=anchor.loc)
-    qv = b.value("qir.quantize", [value], result_types=[value.type.with_elem(q)],
-                 names=[f"{name}_q"])
+    qv = b.value("qir.quantize", [value], {"prov": prov},
+                 result_types=[value.type.with_elem(q)], names=[f"{name}_q"])
     return b.value("qir.dequantize", [qv], names=[f"{name}_dq"])
+
+
+def observer_prov(op: Op, dtype: str) -> str:
+    """Provenance of an activation scale: the observer, its method and range."""
+    kind = "symmetric" if dtype == "i16" else "asymmetric"
+    return (f"observer '{op.attr('id')}' ({op.attr('method')}): range "
+            f"[{op.attr('min'):.6g}, {op.attr('max'):.6g}] -> {dtype} {kind}")
 
 
 def _dequantized_input(v: Value) -> QuantType | None:
@@ -61,11 +69,11 @@ def _dequantized_input(v: Value) -> QuantType | None:
 
 
 def _quantized_param(fn: Function, anchor: Op, data: np.ndarray, q: QuantType, name: str,
-                     loc) -> Value:
+                     loc, prov: str = "") -> Value:
     module = fn.module
     pname = module.add_param(name, data)
     b = Builder(fn, before=anchor, loc=loc)
-    pv = b.value("qir.param", [], {"name": pname},
+    pv = b.value("qir.param", [], {"name": pname, "prov": prov},
                  result_types=[TensorType(data.shape, q)], names=[name])
     return b.value("qir.dequantize", [pv], names=[f"{name}_dq"])
 
@@ -119,7 +127,9 @@ def _quantize_compute(fn: Function, op: Op, per_channel: bool, notes: list[str])
                      f"accumulator could reach {bound} with {xq.storage} inputs")
         return False
     wname = param_name(op.operands[1]) or op.operands[1].name
-    wd = _quantized_param(fn, op, wdata, wtype, f"{wname}.q", op.loc)
+    how = ("per-channel symmetric max|w|/127 (axis 0)" if wtype.axis is not None else
+           "per-tensor symmetric max|w|/127")
+    wd = _quantized_param(fn, op, wdata, wtype, f"{wname}.q", op.loc, f"weight {how}")
     op.set_operand(1, wd)
     if b_arr is not None:
         s_w = np.asarray(wtype.scales, np.float64)
@@ -133,7 +143,9 @@ def _quantize_compute(fn: Function, op: Op, per_channel: bool, notes: list[str])
         btype = QuantType("i32", "f32", tuple(float(s) for s in bscales),
                           (0,) * len(bscales), axis=0)
         bname = param_name(op.operands[2]) or op.operands[2].name
-        op.set_operand(2, _quantized_param(fn, op, bdata, btype, f"{bname}.q", op.loc))
+        op.set_operand(2, _quantized_param(fn, op, bdata, btype, f"{bname}.q", op.loc,
+                                           "bias: s_in·s_w (input scale times weight "
+                                           "scale), int32, zero point 0"))
     return True
 
 
@@ -163,6 +175,7 @@ def quantize(
             dtype = op.attr("dtype") if activations == "observer" else activations
             ratio = op.attr("outlier_ratio")
             src = op.operands[0]
+            why = ""
             if ratio is not None and ratio > outlier_threshold and outliers != "keep":
                 if outliers == "float":
                     ctx.notes.append(f"kept %{src.name} float: outlier channels "
@@ -172,9 +185,11 @@ def quantize(
                     changed = True
                     continue
                 dtype = "i16"
+                why = (f"; i16 because of outlier channels ({ratio:.0f}x the median, "
+                       f"threshold {outlier_threshold:g})")
             q = activation_type(lo, hi, dtype, src.type.elem if src.type.elem in
                                 ("f32", "f16", "bf16") else "f32")
-            dq = _qdq(fn, src, op, q, src.name)
+            dq = _qdq(fn, src, op, q, src.name, observer_prov(op, dtype) + why)
             fn.replace_all_uses(op.result, dq)
             fn.erase(op)
             changed = True

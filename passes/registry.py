@@ -207,9 +207,14 @@ def _malformed(text: str, pos: int, what: str) -> str:
 
 def _parse_options(info: PassInfo, text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    last: str | None = None
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, eq, value = item.partition("=")
         key = key.strip().replace("_", "-")
+        if not eq and last is not None and info.options[last].type is str:
+            # a comma inside a list-valued string option: keep-float=head,encoder.*
+            out[last] = f"{out[last]},{item}"
+            continue
         if not eq:
             raise PipelineError(f"option '{item}' of pass '{info.name}' needs a value "
                                 "(key=value)")
@@ -217,4 +222,5 @@ def _parse_options(info: PassInfo, text: str) -> dict[str, Any]:
             known = ", ".join(info.options) or "none"
             raise PipelineError(f"pass '{info.name}' has no option '{key}' (options: {known})")
         out[key] = info.options[key].parse(value.strip(), info.name)
+        last = key
     return out

@@ -1,5 +1,12 @@
 """Shared pytest configuration for the qir test suite."""
 
+import os as _os
+
+# numpy's OpenBLAS threads fight torch's OpenMP threads on small machines: with both
+# active, small numpy matmuls run ~60x slower. One BLAS thread per test worker.
+_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 # ---- FileCheck-style tests (tests/filecheck/**/*.qir) -------------------------------------
 # The collector lives in tests/filecheck_plugin.py (see its docstring and
 # tests/filecheck/README.md). It is registered as a plugin (not imported into this

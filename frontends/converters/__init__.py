@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("arith", "activations", "nn", "reduce", "shape", "misc", "modules")
+_MODULES = ("arith", "activations", "nn", "reduce", "shape", "misc", "modules", "qat")
 _loaded = False
 
 

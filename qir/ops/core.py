@@ -26,7 +26,9 @@ def _verify_param(op) -> None:
                            f"{ty} needs {ty.dtype}")
 
 
-define_op("qir.param", [], {"name": Attr("str", doc="key in the module's parameter table")},
+define_op("qir.param", [], {"name": Attr("str", doc="key in the module's parameter table"),
+                            "prov": Attr("str", "", doc="where a quantized parameter's "
+                                         "scales came from (`qir explain` prints it)")},
           verify=_verify_param, category="core",
           doc="A named module parameter (weights, buffers); data lives beside the text.")
 

@@ -15,6 +15,11 @@ from qir.types import TensorType
 
 ROUNDING_MODES = ("single", "gemmlowp")
 
+# Scale provenance: where the quantization of the result came from (observer, method and
+# range; weight/bias rules; propagation). Set by the passes, printed by `qir explain`.
+PROV = Attr("str", "", doc="where the result's scale came from (set by the passes; "
+            "`qir explain` prints it)")
+
 
 def _verify_quantize(op) -> None:
     require_float(op)
@@ -26,8 +31,9 @@ def _verify_quantize(op) -> None:
                        f"{r.quant.expressed}")
 
 
-define_op("qir.quantize", ["input"], infer=lambda op: [TensorType(t(op).shape, None)],
-          verify=_verify_quantize, category="quant",
+define_op("qir.quantize", ["input"], {"prov": PROV},
+          infer=lambda op: [TensorType(t(op).shape, None)], verify=_verify_quantize,
+          category="quant",
           doc="q = clamp(round_half_even(x / scale) + zero_point, qmin, qmax); params from "
               "the result type.")
 
@@ -90,6 +96,7 @@ _rq_attrs = {
     "clamp_min": Attr("int?", None, doc="saturation bounds (a fused relu tightens them)"),
     "clamp_max": Attr("int?", None),
     "rounding": Attr("str", "single", choices=ROUNDING_MODES),
+    "prov": PROV,
 }
 
 define_op("qir.requantize", ["input"], _rq_attrs,
@@ -178,12 +185,13 @@ _qbin_common = {"output_zp": Attr("int", 0), "clamp_min": Attr("int"),
                 "clamp_max": Attr("int")}
 define_op("qir.qadd", ["lhs", "rhs"],
           {"lhs_multiplier": Attr("int"), "lhs_shift": Attr("int"),
-           "rhs_multiplier": Attr("int"), "rhs_shift": Attr("int"), **_qbin_common},
+           "rhs_multiplier": Attr("int"), "rhs_shift": Attr("int"), **_qbin_common,
+           "prov": PROV},
           infer=_infer_qbinary, verify=_verify_qadd, category="quant",
           doc="Integer add: y = clamp(zp_y + round((a - zp_a) m_a + (b - zp_b) m_b)), one "
               "rounding, m = M 2^(e - 31).")
 define_op("qir.qmul", ["lhs", "rhs"],
           {"multiplier": Attr("int"), "shift": Attr("int"), **_qbin_common,
-           "rounding": Attr("str", "single", choices=ROUNDING_MODES)},
+           "rounding": Attr("str", "single", choices=ROUNDING_MODES), "prov": PROV},
           infer=_infer_qbinary, verify=_verify_qbinary, category="quant",
           doc="Integer mul: y = clamp(zp_y + rescale((a - zp_a)(b - zp_b), M, e)).")

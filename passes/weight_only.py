@@ -1,0 +1,142 @@
+"""weight-only: int4 / int8 weights, float activations (W4A16, W8A16).
+
+Every linear's weight [N, K] (and every matmul's 2-d constant rhs [K, N]) becomes a
+quantized parameter followed by `qir.dequantize`; activations and the compute stay float,
+so the win is memory and bandwidth, the usual choice for LLM decoding. Quantization is
+symmetric per group of `group-size` consecutive input channels (along K, the contraction
+axis) — `!quant.uniform<i4<-7:7>:f32:{1:128}, {...}>` for a linear weight:
+
+- int4 uses [-7, 7] (not [-8, 7]): symmetric, so scale = max|w_group| / 7 maps the
+  group's largest weight of either sign onto the grid; one of 16 levels goes unused.
+- int8 uses [-127, 127], scale = max|w_group| / 127.
+- `group-size=0` means one scale per output channel (per-axis type). A group size that
+  does not divide K falls back to per output channel for that layer, with a note.
+
+int4 values are stored one per byte (int8) in the `.npz` beside the text; the notes give
+both that size and the packed size (two values per byte) a runtime would use.
+
+`gptq=true` rounds with GPTQ (passes/gptq.py) instead of to nearest: the inputs of every
+layer over the calibration data (float model) give H = 2 XᵀX / M, and each column's
+rounding error is compensated on the columns not yet quantized (damped by `damp` times
+the mean diagonal). It needs calibration data.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+
+from qir.builder import Builder
+from qir.diagnostics import QirError
+from qir.ir import Module, Op
+from qir.types import QuantType, TensorType
+
+from passes.capture import calibration_batches, collect, finish, rows
+from passes.gptq import gptq as gptq_round
+from passes.gptq import round_to_nearest
+from passes.manager import PassContext
+from passes.registry import register_pass
+from passes.utils import constant_array, param_name
+
+STORAGE = {4: ("i4", 7), 8: ("i8", 127)}
+
+
+def _targets(module: Module) -> list[tuple[Op, np.ndarray]]:
+    """(op, weight as [N, K]) for linears and matmuls with a constant 2-d rhs."""
+    out = []
+    for fn in module.functions.values():
+        for op in fn.ops:
+            if op.name not in ("qir.linear", "qir.matmul") or not op.operands[0].type.is_float:
+                continue
+            w = constant_array(op.operands[1])
+            if w is None or w.dtype.kind != "f" or w.ndim != 2:
+                continue
+            out.append((op, w if op.name == "qir.linear" else w.T))
+    return out
+
+
+def _hessians(module: Module, ops: list[Op], ctx: PassContext) -> dict[int, np.ndarray]:
+    """H = 2 XᵀX / M of each op's input over the calibration data, keyed by op id."""
+    batches = calibration_batches(ctx, "weight-only{gptq=true}")
+    inputs = list({id(op.operands[0]): op.operands[0] for op in ops}.values())
+
+    def reduce(_v, a):
+        r = rows(a)
+        return r.T @ r, r.shape[0]
+
+    seen = collect(module, batches, inputs, reduce)
+    out = {}
+    for op in ops:
+        parts = seen[id(op.operands[0])]
+        m = sum(p[1] for p in parts)
+        out[id(op)] = 2.0 * sum(p[0] for p in parts) / max(m, 1)
+    return out
+
+
+def _replace_weight(op: Op, q: np.ndarray, scales: np.ndarray, storage: str, qmax: int,
+                    group: int | None) -> None:
+    """Swap op's float weight for dequantize(param) with q [N, K] and scales [N, K/g]."""
+    fn = op.function
+    linear = op.name == "qir.linear"
+    data = (q if linear else q.T).astype(np.int8)
+    grid = scales if linear else scales.T
+    k_axis, n_axis = (1, 0) if linear else (0, 1)
+    if group is None:
+        qtype = QuantType(storage, "f32", tuple(map(float, grid.ravel())),
+                          (0,) * grid.size, -qmax, qmax, axis=n_axis)
+    else:
+        qtype = QuantType(storage, "f32", tuple(map(float, grid.ravel())),
+                          (0,) * grid.size, -qmax, qmax, axis=k_axis, block_size=group)
+    old = op.operands[1]
+    name = f"{param_name(old) or old.name}.{storage}"
+    pname = fn.module.add_param(name, data)
+    b = Builder(fn, before=op, loc=op.loc)
+    pv = b.value("qir.param", [], {"name": pname}, result_types=[TensorType(data.shape, qtype)],
+                 names=[name])
+    op.set_operand(1, b.value("qir.dequantize", [pv], names=[f"{name}_dq"]))
+
+
+@register_pass("weight-only")
+def weight_only(
+    module: Module, ctx: PassContext, *,
+    bits: Annotated[Literal[4, 8], "weight bits (int4 in [-7, 7], int8 in [-127, 127])"] = 4,
+    group_size: Annotated[int, "input channels per scale, 32..256 (0: one scale per output "
+                          "channel)"] = 128,
+    gptq: Annotated[bool, "GPTQ error-compensating rounding (needs calibration data)"] =
+        False,
+    damp: Annotated[float, "GPTQ dampening, a fraction of the Hessian's mean diagonal"] =
+        0.01,
+) -> bool:
+    """Quantize linear/matmul weights to int4/int8 per group (dequantized at run time);
+    activations stay float."""
+    if group_size != 0 and not 32 <= group_size <= 256:
+        raise QirError(f"weight-only: group-size must be in 32..256 (or 0 for per channel), "
+                       f"got {group_size}")
+    storage, qmax = STORAGE[bits]
+    targets = _targets(module)
+    if not targets:
+        return False
+    hessians = _hessians(module, [op for op, _ in targets], ctx) if gptq else {}
+    before = after = packed = 0
+    for op, w in targets:
+        k = w.shape[1]
+        group = group_size or k
+        if k % group:
+            ctx.notes.append(f"weight-only: {op.loc.module_path or op.result.name}: group "
+                             f"size {group_size} does not divide K={k}; one scale per output "
+                             "channel instead")
+            group = k
+        if gptq:
+            q, scales = gptq_round(w, hessians[id(op)], group, qmax, damp=damp)
+        else:
+            q, scales = round_to_nearest(w, group, qmax)
+        _replace_weight(op, q, scales, storage, qmax, None if group == k else group)
+        before += w.size * w.dtype.itemsize
+        after += q.size + 4 * scales.size
+        packed += -(-q.size * bits // 8) + 4 * scales.size
+    ctx.notes.append(f"weight-only: {len(targets)} weights int{bits}"
+                     f"{' (GPTQ)' if gptq else ''}: {before} bytes -> {after} stored "
+                     f"(one value per byte), {packed} packed ({before / packed:.1f}x)")
+    finish(module)
+    return True
