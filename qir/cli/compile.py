@@ -26,6 +26,9 @@ from qir.cli.opt import add_pipeline_arguments, calibration_batches, copy_module
 from qir.diagnostics import QirError
 
 TARGETS = ("llvm", "cuda", "numpy")
+# The first pass that makes the module stop computing in float: float.qir is the module
+# just before it, so `qir report OUTDIR` compares like with like.
+FLOAT_BOUNDARY = ("insert-observers", "mixed-precision", "weight-only", "dynamic-quant")
 EXAMPLE_WARNING = ("warning: no --calib given: calibrating on the example inputs stored in "
                    "the export archive, which rarely represent real data; pass --calib "
                    "CALIB.npz (arrays keyed by input name, leading axis = samples)")
@@ -39,8 +42,22 @@ def register(sub) -> None:
     p.add_argument("--target", default="llvm", choices=TARGETS)
     p.add_argument("--arch", default=None, help="CUDA architecture, e.g. sm_80 (cuda only)")
     p.add_argument("--int8", action="store_true", help="quantize with the int8 pipeline")
-    p.add_argument("--pipeline", default=None, help="pass pipeline (default: int8 with "
-                   "--int8, else optimize)")
+    p.add_argument("--w4a16", action="store_true", help="int4 group-wise weights, float "
+                   "activations (weight-only)")
+    p.add_argument("--w8a16", action="store_true", help="int8 weights, float activations")
+    p.add_argument("--fp8", action="store_true", help="fp8 e4m3 weights and activations")
+    p.add_argument("--dynamic", action="store_true", help="int8 weights, activations "
+                   "quantized at run time per tensor (linear layers)")
+    p.add_argument("--smoothquant", action="store_true", help="with --int8: migrate "
+                   "activation outliers into the weights first (SmoothQuant)")
+    p.add_argument("--min-sqnr", type=float, default=None, metavar="DB",
+                   help="with --int8: keep the fewest layers float so that the output SQNR "
+                   "on the calibration data is at least DB")
+    p.add_argument("--max-drop", default=None, metavar="PCT",
+                   help="with --int8: relative RMS output error budget, e.g. 0.5%% "
+                   "(= --min-sqnr 46)")
+    p.add_argument("--pipeline", default=None, help="pass pipeline (default: from the "
+                   "scheme flags, else optimize)")
     p.add_argument("--dump-ir", default=None, metavar="DIR",
                    help="write the IR after every pass into DIR")
     p.add_argument("--emit", choices=("relax",), default=None,
@@ -103,6 +120,8 @@ def manifest(module, args, pipeline: str, files: list[str], model_path: Path) ->
         "arch": args.arch if args.target == "cuda" else None,
         "pipeline": pipeline,
         "int8": bool(args.int8),
+        "scheme": next((f for f in ("int8", "w4a16", "w8a16", "fp8", "dynamic")
+                        if getattr(args, f)), "float"),
         "inputs": [tensor(a, a.name) for a in fn.args],
         "outputs": [tensor(v, v.name) for v in fn.outputs],
         "files": files,
@@ -110,6 +129,45 @@ def manifest(module, args, pipeline: str, files: list[str], model_path: Path) ->
                      "python": sys.version.split()[0]},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _min_sqnr(args) -> float | None:
+    import math
+
+    if args.max_drop is None:
+        return args.min_sqnr
+    text = args.max_drop.strip()
+    try:
+        drop = float(text.rstrip("%")) / (100.0 if text.endswith("%") else 1.0)
+    except ValueError:
+        raise QirError(f"--max-drop {args.max_drop!r}: expected a fraction like 0.005 or "
+                       "0.5%") from None
+    if not 0 < drop < 1:
+        raise QirError("--max-drop must be between 0 and 100%")
+    return -20 * math.log10(drop)
+
+
+def scheme_pipeline(args) -> str:
+    """The pipeline the scheme flags ask for (docs/methods.md)."""
+    schemes = [f for f in ("int8", "w4a16", "w8a16", "fp8", "dynamic") if getattr(args, f)]
+    if len(schemes) > 1:
+        raise QirError("choose one of --int8, --w4a16, --w8a16, --fp8, --dynamic")
+    min_sqnr = _min_sqnr(args)
+    if (args.smoothquant or min_sqnr is not None) and schemes != ["int8"]:
+        raise QirError("--smoothquant, --min-sqnr and --max-drop apply to --int8")
+    if not schemes:
+        return "optimize"
+    scheme = schemes[0]
+    if scheme != "int8":
+        return {"w4a16": "w4a16", "w8a16": "w8a16", "fp8": "fp8-e4m3",
+                "dynamic": "int8-dynamic"}[scheme]
+    front = "canonicalize,fold-batchnorm,fuse-activations"
+    if args.smoothquant:
+        front += ",smoothquant"
+    observe = ("insert-observers" if min_sqnr is None
+               else f"mixed-precision{{min-sqnr={min_sqnr:.2f}}}")
+    return (f"{front},{observe},calibrate,quantize,propagate-scales,lower-to-integer,"
+            "fuse-requantize,canonicalize")
 
 
 def run(args) -> int:
@@ -130,8 +188,7 @@ def run(args) -> int:
 
     for path in args.load_passes:
         load_pass_file(path)
-    pipeline = args.pipeline if args.pipeline is not None else ("int8" if args.int8 else
-                                                               "optimize")
+    pipeline = args.pipeline if args.pipeline is not None else scheme_pipeline(args)
     steps = parse_pipeline(pipeline)
     ctx = PassContext(progress=not args.no_progress and sys.stderr.isatty())
     if any(s.name == "calibrate" for s in steps):
@@ -146,7 +203,7 @@ def run(args) -> int:
     float_ref = {"module": copy_module(module)}
 
     def snapshot(step, m) -> None:
-        if step.name == "insert-observers" and "taken" not in float_ref:
+        if step.name in FLOAT_BOUNDARY and "taken" not in float_ref:
             float_ref["module"], float_ref["taken"] = copy_module(m), True
 
     pm = PassManager(steps, verify_each=not args.no_verify_each,
@@ -196,5 +253,7 @@ def run(args) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     for note in ctx.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {out} ({args.target}{', int8' if args.int8 else ''})", file=sys.stderr)
+    scheme = next((f for f in ("int8", "w4a16", "w8a16", "fp8", "dynamic") if getattr(args, f)),
+                  "float")
+    print(f"wrote {out} ({args.target}, {scheme})", file=sys.stderr)
     return 0

@@ -109,3 +109,42 @@ def test_emit_relax_prints_tvmscript(model_files, capsys):
     assert main(["compile", str(archive), "--emit", "relax", "--target", "llvm"]) == 0
     text = capsys.readouterr().out
     assert "R.function" in text and "def main" in text
+
+
+@pytest.fixture(scope="module")
+def bert_files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bert")
+    entry = ZOO["bert_style"]
+    model = entry.build()
+    archive = tmp / "bert.pt2"
+    torch.export.save(torch.export.export(model, entry.example_inputs(0)), archive)
+    batches = [entry.example_inputs(100 + i) for i in range(8)]
+    np.savez(tmp / "calib.npz", **{n: torch.stack([b[i] for b in batches]).numpy()
+                                   for i, n in enumerate(entry.input_names)})
+    return tmp, archive
+
+
+@pytest.mark.parametrize("flags, expect", [
+    (["--w4a16"], "weight-only{bits=4"),
+    (["--w8a16"], "weight-only{bits=8"),
+    (["--dynamic"], "dynamic-quant"),
+    (["--fp8"], "fp8{format=e4m3}"),
+    (["--int8", "--smoothquant"], "smoothquant,insert-observers"),
+    (["--int8", "--max-drop", "1%"], "mixed-precision{min-sqnr=40.0"),
+])
+def test_method_flags(bert_files, flags, expect):
+    tmp, archive = bert_files
+    out = tmp / ("o" + "_".join(f.strip("-%") for f in flags))
+    assert main(["compile", str(archive), "--target", "numpy", "--calib",
+                 str(tmp / "calib.npz"), "-o", str(out), "--no-progress", *flags]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert expect in man["pipeline"]
+    qir.verify(qir.load(out / "model.qir"))
+
+
+def test_scheme_flags_conflict(bert_files, capsys):
+    tmp, archive = bert_files
+    assert main(["compile", str(archive), "--int8", "--fp8", "-o", str(tmp / "x")]) == 1
+    assert "choose one of" in capsys.readouterr().err
+    assert main(["compile", str(archive), "--smoothquant", "-o", str(tmp / "x")]) == 1
+    assert "apply to --int8" in capsys.readouterr().err
