@@ -90,7 +90,7 @@ def encode_fp8(bb: relax.BlockBuilder, x: relax.Expr, dtype: str) -> relax.Expr:
     def compute(t):
         return te.compute(t.shape, lambda *i: _encode(t(*i), fmt, dtype), name="fp8_encode")
 
-    return bb.emit_te(compute, x, primfunc_name_hint=f"encode_{dtype}")
+    return _opaque(bb, bb.emit_te(compute, x, primfunc_name_hint=f"encode_{dtype}"))
 
 
 def decode_fp8(bb: relax.BlockBuilder, q: relax.Expr) -> relax.Expr:
@@ -100,4 +100,14 @@ def decode_fp8(bb: relax.BlockBuilder, q: relax.Expr) -> relax.Expr:
     def compute(t):
         return te.compute(t.shape, lambda *i: _decode(t(*i), fmt), name="fp8_decode")
 
-    return bb.emit_te(compute, q, primfunc_name_hint=f"decode_{dtype_of(q)}")
+    return _opaque(bb, bb.emit_te(compute, q, primfunc_name_hint=f"decode_{dtype_of(q)}"))
+
+
+def _opaque(bb: relax.BlockBuilder, var: relax.Expr) -> relax.Expr:
+    """Keep FuseOps from merging an encode with a decode: fused, the bit reinterprets
+    collapse into an invalid float -> i8 bitcast in LLVM."""
+    call = bb.lookup_binding(var)
+    gvar = call.args[0]
+    func = bb.get()[gvar]
+    bb.update_func(gvar, func.with_attr("op_pattern", 8))
+    return var

@@ -148,3 +148,19 @@ def test_scheme_flags_conflict(bert_files, capsys):
     assert "choose one of" in capsys.readouterr().err
     assert main(["compile", str(archive), "--smoothquant", "-o", str(tmp / "x")]) == 1
     assert "apply to --int8" in capsys.readouterr().err
+
+
+def test_fp8_llvm_matches_numpy(model_files):
+    """fp8 encode/decode kernels stay unfused (fused, LLVM rejected the bit casts)."""
+    tmp, archive = model_files
+    out = tmp / "fp8"
+    assert main(["compile", str(archive), "--fp8", "--target", "llvm", "--calib",
+                 str(tmp / "calib.npz"), "-o", str(out), "--no-progress"]) == 0
+    assert "f8e4m3" in (out / "model.qir").read_text()
+    assert main(["run", str(out), "--inputs", str(tmp / "in.npz"), "-o",
+                 str(tmp / "f1.npz")]) == 0
+    assert main(["run", str(out), "--inputs", str(tmp / "in.npz"), "-o", str(tmp / "f2.npz"),
+                 "--backend", "numpy"]) == 0
+    a, b = np.load(tmp / "f1.npz"), np.load(tmp / "f2.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
