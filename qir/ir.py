@@ -297,6 +297,15 @@ class Module:
         self.functions[fn.name] = fn
         return fn
 
+    def function(self, name: str = "main") -> Function:
+        """The function called `name` (`main` also names the only function)."""
+        if name in self.functions:
+            return self.functions[name]
+        if name == "main" and len(self.functions) == 1:
+            return next(iter(self.functions.values()))
+        known = ", ".join(f"@{n}" for n in self.functions) or "none"
+        raise QirError(f"module has no function @{name} (functions: {known})")
+
     @property
     def main(self) -> Function:
         """The entry function: `@main`, or the only function."""

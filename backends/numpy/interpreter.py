@@ -45,7 +45,10 @@ def run(module: Module, inputs: Mapping[str, Any] | Sequence[Any], *,
     without a numpy implementation, and failures inside an op (naming the op and its
     location). The module is not verified first; run qir.verify() for diagnostics.
     """
-    fn = _select_function(module, function)
+    try:
+        fn = module.function(function)
+    except QirError as e:
+        raise InterpreterError(str(e)) from None
     impls = _implementations(fn)
     env: dict[Value, np.ndarray] = {}
     borrowed: list[np.ndarray] = []  # arrays owned by the caller or the module
@@ -73,15 +76,6 @@ def run(module: Module, inputs: Mapping[str, Any] | Sequence[Any], *,
             if last_use.get(value) == index and value not in outputs:
                 env.pop(value, None)
     return _collect_outputs(fn, env, borrowed)
-
-
-def _select_function(module: Module, name: str) -> Function:
-    if name in module.functions:
-        return module.functions[name]
-    if name == "main" and len(module.functions) == 1:
-        return next(iter(module.functions.values()))
-    known = ", ".join(f"@{n}" for n in module.functions) or "none"
-    raise InterpreterError(f"module has no function @{name} (functions: {known})")
 
 
 def _implementations(fn: Function) -> dict[str, Callable]:

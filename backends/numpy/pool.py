@@ -15,6 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from backends.numpy.common import is_low_float, result, upcast
 from backends.numpy.registry import numpy_impl
+from qir.ops.nn import avg_pool_window_counts
 
 
 def _pool_windows(x: np.ndarray, kernel, stride, padding, dilation, out_hw,
@@ -52,16 +53,6 @@ def max_pool2d(op, x: np.ndarray) -> np.ndarray:
     return result(op, win.max(axis=(-2, -1)))
 
 
-def _window_counts(size: int, k: int, s: int, p: int, out: int,
-                   include_pad: bool) -> np.ndarray:
-    """Per output index along one dim: how many window elements the divisor counts."""
-    start = np.arange(out) * s - p
-    end = np.minimum(start + k, size + p)  # clip the ceil_mode overhang
-    if include_pad:
-        return end - start
-    return np.minimum(end, size) - np.maximum(start, 0)
-
-
 @numpy_impl("qir.avg_pool2d")
 def avg_pool2d(op, x: np.ndarray) -> np.ndarray:
     x = upcast(x)
@@ -73,8 +64,8 @@ def avg_pool2d(op, x: np.ndarray) -> np.ndarray:
     if override is not None:
         return result(op, total / x.dtype.type(override))
     include = op.attr("count_include_pad")
-    ch, cw = (_window_counts(x.shape[2 + i], kernel[i], stride[i], padding[i], out_hw[i],
-                             include) for i in range(2))
+    ch, cw = (avg_pool_window_counts(x.shape[2 + i], kernel[i], stride[i], padding[i],
+                                     out_hw[i], include) for i in range(2))
     divisor = (ch[:, None] * cw[None, :]).astype(x.dtype)
     return result(op, total / divisor)
 

@@ -15,7 +15,7 @@ import tvm
 from tvm import relax
 
 from backends.tvm.common import const
-from backends.tvm.lower import _select_function, to_relax
+from backends.tvm.lower import to_relax
 from backends.tvm.registry import TvmBuildError, error_summary
 from backends.tvm.runtime import SIGNATURE_FUNCTION, Compiled, Signature
 from backends.tvm.target import resolve_target, target_kind
@@ -38,7 +38,7 @@ def build(module: Module, target="llvm", *, function: str = "main",
     if cuda_format not in CUDA_FORMATS:
         raise QirError(f"cuda_format must be one of {', '.join(CUDA_FORMATS)}")
     mod = to_relax(module, function=function)
-    signature = Signature.of(_select_function(module, function), kind)
+    signature = Signature.of(module.function(function), kind)
     mod = _with_signature(mod, signature)
     try:
         if kind == "llvm":

@@ -30,7 +30,10 @@ def to_relax(module: Module, *, function: str = "main", verify: bool = True) -> 
     first op whose construct a lowering cannot express."""
     if verify:
         qir.verify(module)
-    fn = _select_function(module, function)
+    try:
+        fn = module.function(function)
+    except qir.QirError as e:
+        raise LoweringError(str(e)) from None
     missing = sorted({describe_op(op) for op in fn.ops if get_lowering(op.name) is None})
     if missing:
         shown = "\n  ".join(missing[:20]) + ("\n  ..." if len(missing) > 20 else "")
@@ -49,15 +52,6 @@ def to_relax(module: Module, *, function: str = "main", verify: bool = True) -> 
             outputs = bb.emit_output(relax.Tuple([env[v] for v in fn.outputs]))
         bb.emit_func_output(outputs)
     return bb.get()
-
-
-def _select_function(module: Module, name: str) -> Function:
-    if name in module.functions:
-        return module.functions[name]
-    if name == "main" and len(module.functions) == 1:
-        return next(iter(module.functions.values()))
-    known = ", ".join(f"@{n}" for n in module.functions) or "none"
-    raise LoweringError(f"module has no function @{name} (functions: {known})")
 
 
 def _round_to(bb: relax.BlockBuilder, x: relax.Expr, dtype: str) -> relax.Expr:

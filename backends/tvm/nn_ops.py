@@ -11,6 +11,7 @@ from backends.tvm.common import R, const, dtype_of, fused_clamp, scalar, shape_o
 from backends.tvm.float_ops import softmax
 from backends.tvm.registry import relax_lowering
 from backends.tvm.shape_ops import pad_or_crop
+from qir.ops.nn import avg_pool_window_counts
 
 # --- convolution, linear, matmul ------------------------------------------------------------
 
@@ -182,16 +183,6 @@ def max_pool2d(op, bb, args, params):
                            padding=(0, 0, 0, 0), dilation=dilation)
 
 
-def _window_counts(size: int, k: int, s: int, p: int, out: int,
-                   include_pad: bool) -> np.ndarray:
-    """Per output index along one dim: how many window elements the divisor counts."""
-    start = np.arange(out) * s - p
-    end = np.minimum(start + k, size + p)  # clip the ceil_mode overhang
-    if include_pad:
-        return end - start
-    return np.minimum(end, size) - np.maximum(start, 0)
-
-
 @relax_lowering("qir.avg_pool2d")
 def avg_pool2d(op, bb, args, params):
     """The window mean over kh*kw (on the explicitly padded input), rescaled where
@@ -208,8 +199,9 @@ def avg_pool2d(op, bb, args, params):
         divisor = np.full(out_hw, float(override))
     else:
         shape = shape_of(x)
-        ch, cw = (_window_counts(shape[2 + i], kernel[i], stride[i], padding[i], out_hw[i],
-                                 op.attr("count_include_pad")) for i in range(2))
+        ch, cw = (avg_pool_window_counts(shape[2 + i], kernel[i], stride[i], padding[i],
+                                         out_hw[i], op.attr("count_include_pad"))
+                  for i in range(2))
         divisor = (ch[:, None] * cw[None, :]).astype(np.float64)
     factor = (kernel[0] * kernel[1]) / divisor
     if np.all(factor == 1):

@@ -221,6 +221,20 @@ def pool_output_shape(op) -> tuple[int, ...]:
     return x.shape[:2] + hw
 
 
+def avg_pool_window_counts(size: int, k: int, s: int, p: int, out: int,
+                           include_pad: bool):
+    """avg_pool2d's divisor along one dim, per output index (PyTorch's rule): the window
+    clipped to the padded input (ceil_mode overhang never counts), and to the input itself
+    unless count_include_pad. Every backend divides by exactly this."""
+    import numpy as np
+
+    start = np.arange(out) * s - p
+    end = np.minimum(start + k, size + p)
+    if include_pad:
+        return end - start
+    return np.minimum(end, size) - np.maximum(start, 0)
+
+
 _pool_attrs = {"kernel": Attr("ints"), "stride": Attr("ints", [], doc="empty: = kernel"),
                "padding": Attr("ints", [0, 0], doc="symmetric, per spatial dim"),
                "ceil_mode": Attr("bool", False)}
