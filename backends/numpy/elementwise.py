@@ -2,7 +2,8 @@
 comparisons, logical ops and select.
 
 Floats are computed in their own dtype (f16/bf16 in f32, rounded once at the end), with
-PyTorch's formulas, so float32 results agree with torch eager to float rounding.
+PyTorch's formulas; exp, tanh, erf and the functions built on them follow
+qir/floatmath.py in float32, so every backend gets the same bits.
 Quantized relu and clamp work on the stored integers (see quant.py).
 """
 
@@ -14,22 +15,15 @@ import numpy as np
 
 from backends.numpy.common import (fused_clamp, quant_params, quantize_values, result,
                                    storage_as_float, upcast)
+from backends.numpy.floatmath import seq_sum, unary
 from backends.numpy.registry import InterpreterError, numpy_impl
+from qir import floatmath
 
-# --- erf ------------------------------------------------------------------------------------
-# Rational approximations of Cephes' ndtr.c (S. L. Moshier), evaluated in float64:
-# erf(x) = x T(x^2) / U(x^2) for |x| < 1, and erf(x) = 1 - exp(-x^2) P(|x|) / Q(|x|) for
-# 1 <= |x| < 8 (erfc(8) < 1e-28, so erf = +-1 beyond). Relative error ~1e-16.
-_ERF_T = (9.60497373987051638749E0, 9.00260197203842689217E1, 2.23200534594684319226E3,
-          7.00332514112805075473E3, 5.55923013010394962768E4)
-_ERF_U = (1.0, 3.35617141647503099647E1, 5.21357949780152679795E2, 4.59432382970980127987E3,
-          2.26290000613890934246E4, 4.92673942608635921086E4)
-_ERFC_P = (2.46196981473530512524E-10, 5.64189564831068821977E-1, 7.46321056442269912687E0,
-           4.86371970985681366614E1, 1.96520832956077098242E2, 5.26445194995477358631E2,
-           9.34528527171957607540E2, 1.02755188689515710272E3, 5.57535335369399327526E2)
-_ERFC_Q = (1.0, 1.32281951154744992508E1, 8.67072140885989742329E1, 3.54937778887819891062E2,
-           9.75708501743205489753E2, 1.82390916687909736289E3, 2.24633760818710981792E3,
-           1.65666309194161350182E3, 5.57535340817727675546E2)
+# --- erf in float64 (float64 tensors; float32 uses qir/floatmath.py) -------------------------
+# Cephes' ndtr.c (S. L. Moshier) rational approximations, the coefficients floatmath uses,
+# evaluated in float64: relative error ~1e-16.
+_ERF_T, _ERF_U = floatmath.ERF_T, floatmath.ERF_U
+_ERFC_P, _ERFC_Q = floatmath.ERFC_P, floatmath.ERFC_Q
 
 
 def _polevl(x: np.ndarray, coeffs: tuple[float, ...]) -> np.ndarray:
@@ -64,28 +58,31 @@ def erf(x: np.ndarray) -> np.ndarray:
 # --- unary floats -----------------------------------------------------------------------------
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-x))
-
-
 def _gelu(op, x: np.ndarray) -> np.ndarray:
-    if op.attr("approximate") == "tanh":
-        k = x.dtype.type(math.sqrt(2 / math.pi))
+    approximate = op.attr("approximate")
+    return unary(floatmath.gelu, x, lambda v: _gelu64(v, approximate), approximate=approximate)
+
+
+def _gelu64(x: np.ndarray, approximate: str) -> np.ndarray:
+    if approximate == "tanh":
+        k = math.sqrt(2 / math.pi)
         return 0.5 * x * (1 + np.tanh(k * (x + 0.044715 * x * x * x)))
-    # torch: x * 0.5 * (1 + erf(x / sqrt(2))), with erf evaluated accurately.
-    e = erf(x * x.dtype.type(math.sqrt(0.5))).astype(x.dtype)
-    return x * 0.5 * (1 + e)
+    return x * 0.5 * (1 + erf(x * math.sqrt(0.5)))
 
 
 def softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    """Numerically stable softmax; rows that are all -inf give 0 (torch's safe softmax)."""
+    """exp(x - max) / sum (sum in sequential order); rows that are all -inf give 0
+    (torch's safe softmax)."""
     m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isneginf(m), 0, m)
-    e = np.exp(x - m)
-    s = np.sum(e, axis=axis, keepdims=True)
+    m = np.where(np.isneginf(m), 0, m).astype(x.dtype, copy=False)
+    e = _exp(x - m)
+    s = seq_sum(e, (axis,), keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(s == 0, 0, e / s).astype(x.dtype, copy=False)
+
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    return unary(floatmath.exp, x, np.exp)
 
 
 def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -99,19 +96,19 @@ def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
 _FLOAT_UNARY = {
     "qir.leaky_relu": lambda op, x: np.where(x > 0, x, x * op.attr("negative_slope")),
     "qir.gelu": _gelu,
-    "qir.silu": lambda op, x: x / (1 + np.exp(-x)),
-    "qir.sigmoid": lambda op, x: _sigmoid(x),
-    "qir.tanh": lambda op, x: np.tanh(x),
+    "qir.silu": lambda op, x: unary(floatmath.silu, x, lambda v: v / (1 + np.exp(-v))),
+    "qir.sigmoid": lambda op, x: unary(floatmath.sigmoid, x, lambda v: 1 / (1 + np.exp(-v))),
+    "qir.tanh": lambda op, x: unary(floatmath.tanh, x, np.tanh),
     "qir.hardswish": lambda op, x: x * np.minimum(np.maximum(x + 3, 0), 6) / 6,
     "qir.hardsigmoid": lambda op, x: np.minimum(np.maximum(x + 3, 0), 6) / 6,
     "qir.elu": lambda op, x: np.where(x > 0, x, np.expm1(x) * op.attr("alpha")),
     "qir.softmax": lambda op, x: softmax(x, op.attr("axis")),
     "qir.log_softmax": lambda op, x: _log_softmax(x, op.attr("axis")),
-    "qir.exp": lambda op, x: np.exp(x),
+    "qir.exp": lambda op, x: _exp(x),
     "qir.log": lambda op, x: np.log(x),
     "qir.sqrt": lambda op, x: np.sqrt(x),
     "qir.rsqrt": lambda op, x: 1 / np.sqrt(x),
-    "qir.erf": lambda op, x: erf(x).astype(x.dtype),
+    "qir.erf": lambda op, x: unary(floatmath.erf, x, erf),
     "qir.reciprocal": lambda op, x: 1 / x,
     "qir.sin": lambda op, x: np.sin(x),
     "qir.cos": lambda op, x: np.cos(x),

@@ -1,5 +1,7 @@
 """Normalisation (batch, layer, group norm; biased variance), embedding and scaled
-dot-product attention, in float with PyTorch's formulas."""
+dot-product attention, in float with PyTorch's formulas. Means and attention's dot
+products accumulate in sequential order (backends/numpy/floatmath.py), so that every
+backend gets the same bits."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 
 from backends.numpy.common import result, upcast
 from backends.numpy.elementwise import softmax
+from backends.numpy.floatmath import seq_matmul, seq_mean
 from backends.numpy.registry import InterpreterError, numpy_impl
 
 
@@ -36,9 +39,9 @@ def batch_norm(op, x, mean, var, weight=None, bias=None) -> np.ndarray:
 
 def _normalize(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
     """(x - mean) / sqrt(var + eps) over `axes`, biased variance."""
-    mean = np.mean(x, axis=axes, keepdims=True)
+    mean = seq_mean(x, axes, keepdims=True)
     centered = x - mean
-    var = np.mean(centered * centered, axis=axes, keepdims=True)
+    var = seq_mean(centered * centered, axes, keepdims=True)
     return centered * (1 / np.sqrt(var + x.dtype.type(eps)))
 
 
@@ -89,7 +92,7 @@ def sdpa(op, q, k, v, mask=None) -> np.ndarray:
     scale = op.attr("scale")
     if scale is None:
         scale = 1 / math.sqrt(q.shape[-1])
-    scores = np.matmul(q, np.swapaxes(k, -1, -2)) * q.dtype.type(scale)
+    scores = seq_matmul(q, np.swapaxes(k, -1, -2)) * q.dtype.type(scale)
     neg_inf = q.dtype.type(-np.inf)
     if mask is not None:
         if mask.dtype == np.bool_:
@@ -100,4 +103,4 @@ def sdpa(op, q, k, v, mask=None) -> np.ndarray:
         keep = np.tril(np.ones(scores.shape[-2:], dtype=bool))
         scores = np.where(keep, scores, neg_inf)
     with np.errstate(invalid="ignore", over="ignore"):
-        return result(op, np.matmul(softmax(scores, -1), v))
+        return result(op, seq_matmul(softmax(scores, -1), v))

@@ -3,7 +3,8 @@
 Windows are strided views of the padded input. With ceil_mode the output may have one
 more window per dim, which overhangs the padded input on the right; the output sizes
 come from the op's result type (the IR already dropped windows that would start in the
-right padding). avg_pool2d divisors follow torch's AvgPoolKernel: a window clipped to
+right padding). Window sums accumulate in row-major order (backends/numpy/floatmath.py).
+avg_pool2d divisors follow torch's AvgPoolKernel: a window clipped to
 the padded input counts its padding when count_include_pad (but never the ceil_mode
 overhang); otherwise only the real elements it covers.
 """
@@ -14,8 +15,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from backends.numpy.common import is_low_float, result, upcast
+from backends.numpy.floatmath import seq_sum
 from backends.numpy.registry import numpy_impl
-from qir.ops.nn import avg_pool_window_counts
+from qir.ops.nn import adaptive_pool_windows, avg_pool_window_counts
 
 
 def _pool_windows(x: np.ndarray, kernel, stride, padding, dilation, out_hw,
@@ -59,7 +61,7 @@ def avg_pool2d(op, x: np.ndarray) -> np.ndarray:
     kernel, stride, padding = op.attr("kernel"), _stride(op), op.attr("padding")
     out_hw = op.result.type.shape[2:]
     win = _pool_windows(x, kernel, stride, padding, (1, 1), out_hw, 0)
-    total = win.sum(axis=(-2, -1))
+    total = seq_sum(win, (-2, -1))
     override = op.attr("divisor_override")
     if override is not None:
         return result(op, total / x.dtype.type(override))
@@ -70,22 +72,17 @@ def avg_pool2d(op, x: np.ndarray) -> np.ndarray:
     return result(op, total / divisor)
 
 
-def _adaptive_matrix(n_in: int, n_out: int, dtype) -> np.ndarray:
-    """[n_out, n_in] averaging matrix of torch's adaptive pooling along one dim: output i
-    averages inputs floor(i*In/Out) .. ceil((i+1)*In/Out) - 1."""
-    i = np.arange(n_out)
-    start = (i * n_in) // n_out
-    end = -((-(i + 1) * n_in) // n_out)
-    cols = np.arange(n_in)
-    inside = (cols[None, :] >= start[:, None]) & (cols[None, :] < end[:, None])
-    return (inside / (end - start)[:, None]).astype(dtype)
-
-
 @numpy_impl("qir.adaptive_avg_pool2d")
 def adaptive_avg_pool2d(op, x: np.ndarray) -> np.ndarray:
-    """Separable: average rows then columns, each as a small matmul."""
+    """Each window's sum, accumulated row by row in order, over its element count."""
     x = upcast(x)
-    oh, ow = op.attr("output_size")
-    ph = _adaptive_matrix(x.shape[2], oh, x.dtype)
-    pw = _adaptive_matrix(x.shape[3], ow, x.dtype)
-    return result(op, np.matmul(np.matmul(ph, x), pw.T))
+    (sh, nh), (sw, nw) = (adaptive_pool_windows(x.shape[2 + i], op.attr("output_size")[i])
+                          for i in range(2))
+    acc = np.zeros(x.shape[:2] + (len(sh), len(sw)), dtype=x.dtype)
+    for i in range(int(nh.max())):
+        rows = x[:, :, np.minimum(sh + i, x.shape[2] - 1)]
+        for j in range(int(nw.max())):
+            value = rows[:, :, :, np.minimum(sw + j, x.shape[3] - 1)]
+            valid = (i < nh)[:, None] & (j < nw)[None, :]
+            acc = np.where(valid, acc + value, acc)
+    return result(op, acc / (nh[:, None] * nw[None, :]).astype(x.dtype))

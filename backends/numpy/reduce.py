@@ -1,11 +1,13 @@
 """Reductions, argmax and cumsum. Integer sums keep the tensor's own element type (the
-IR's result type), unlike numpy's default promotion to int64."""
+IR's result type), unlike numpy's default promotion to int64; float sums and means
+accumulate in sequential order (backends/numpy/floatmath.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from backends.numpy.common import result, upcast
+from backends.numpy.floatmath import seq_mean, seq_sum
 from backends.numpy.registry import numpy_impl
 
 
@@ -14,16 +16,22 @@ def _axes(op, x: np.ndarray) -> tuple[int, ...] | None:
     return tuple(a % x.ndim for a in axes) if axes else None
 
 
-_REDUCERS = {"qir.reduce_mean": np.mean, "qir.reduce_sum": np.sum,
-             "qir.reduce_max": np.max, "qir.reduce_min": np.min}
+def _mean(x: np.ndarray, axis, keepdims: bool) -> np.ndarray:
+    if x.dtype.kind != "f":
+        return np.mean(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
+    return seq_mean(x, axis, keepdims)
+
+
+_REDUCERS = {"qir.reduce_mean": _mean, "qir.reduce_sum": seq_sum,
+             "qir.reduce_max": lambda x, axis, keepdims: np.max(x, axis, keepdims=keepdims),
+             "qir.reduce_min": lambda x, axis, keepdims: np.min(x, axis, keepdims=keepdims)}
 
 
 def _register_reduce(name: str, fn) -> None:
     @numpy_impl(name)
     def impl(op, x: np.ndarray) -> np.ndarray:
         x = upcast(x)
-        kwargs = {"dtype": x.dtype} if fn in (np.sum, np.mean) else {}
-        return result(op, fn(x, axis=_axes(op, x), keepdims=op.attr("keepdims"), **kwargs))
+        return result(op, fn(x, _axes(op, x), op.attr("keepdims")))
 
     impl.__name__ = name.split(".")[-1]
 

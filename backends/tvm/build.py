@@ -1,6 +1,7 @@
 """Compile a qir module with TVM for the host CPU (llvm) or an NVIDIA GPU (cuda).
 
-- llvm: Relax's "zero" pipeline (legalize every op to TIR, annotate, fold constants, fuse
+- llvm: legalize every op to TIR (float products rounded on their own:
+  backends/tvm/exact.py), then Relax's "zero" pipeline (annotate, fold constants, fuse
   elementwise chains into their producers) then `tvm.compile`. TVM's default llvm build
   does not fuse, which leaves every intermediate in memory.
 - cuda: the same legalize + fuse, then dlight's GPU schedules per kernel
@@ -14,6 +15,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from backends.tvm import exact
 from backends.tvm.common import const
 from backends.tvm.lower import to_relax
 from backends.tvm.registry import TvmBuildError, error_summary
@@ -37,12 +39,14 @@ def build(module: Module, target="llvm", *, function: str = "main",
         raise QirError(f"the TVM backend builds for llvm or cuda, not {kind}")
     if cuda_format not in CUDA_FORMATS:
         raise QirError(f"cuda_format must be one of {', '.join(CUDA_FORMATS)}")
-    mod = to_relax(module, function=function)
+    with tgt:  # lowerings pick target-specific arithmetic (backends/tvm/exact.py)
+        mod = to_relax(module, function=function)
     signature = Signature.of(module.function(function), kind)
     mod = _with_signature(mod, signature)
     try:
         if kind == "llvm":
             with tgt:
+                mod = relax.transform.LegalizeOps(exact.legalize_map())(mod)
                 mod = relax.get_pipeline("zero")(mod)
             return Compiled(tvm.compile(mod, tgt).mod, signature)
         return _build_cuda(mod, tgt, signature, cuda_format)
@@ -68,7 +72,8 @@ def _build_cuda(mod: tvm.IRModule, tgt: tvm.target.Target, signature: Signature,
     arch = str(tgt.attrs["arch"])
     with tgt:
         mod = tvm.transform.Sequential([
-            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+            relax.transform.LegalizeOps(exact.legalize_map()),
+            relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(), relax.transform.FuseOps(),
             relax.transform.FuseTIR(), cuda.ScheduleForGpu(tgt)])(mod)
     with cuda.exact_cuda_compiler(arch):

@@ -1,5 +1,6 @@
 """Elementwise ops, casts and reductions, with the numpy interpreter's formulas (half
-floats computed in float32 and rounded once). Integer arithmetic wraps as numpy's does;
+floats computed in float32 and rounded once; exp, tanh, erf and what is built on them
+follow qir/floatmath.py, so float32 results equal the interpreter's bit for bit). Integer arithmetic wraps as numpy's does;
 quantized relu and clamp work on the stored integers."""
 
 from __future__ import annotations
@@ -11,34 +12,44 @@ import numpy as np
 from backends.numpy.common import quant_params, quantize_values
 from backends.tvm.common import (R, cast, clip, const, dtype_of, fused_clamp, is_float, scalar,
                                  shape_of, to_float32, tvm_dtype)
+from backends.tvm.floatmath import unary
 from backends.tvm.registry import relax_lowering
+from qir import floatmath
 
 # --- unary floats -------------------------------------------------------------------------
 
 
+def exp(bb, x):
+    return unary(bb, x, floatmath.exp, R.exp, "exp")
+
+
 def sigmoid(bb, x):
     one = scalar(1.0, x)
-    return bb.emit(R.divide(one, R.add(one, R.exp(R.negative(x)))))
+    return unary(bb, x, floatmath.sigmoid,
+                 lambda v: R.divide(one, R.add(one, R.exp(R.negative(v)))), "sigmoid")
+
+
+def silu(bb, x):
+    one = scalar(1.0, x)
+    return unary(bb, x, floatmath.silu,
+                 lambda v: R.divide(v, R.add(one, R.exp(R.negative(v)))), "silu")
 
 
 def erf(bb, x):
-    """erf evaluated in float64 (as the interpreter does), rounded to x's dtype."""
-    if dtype_of(x) == "float64":
-        return bb.emit(R.erf(x))
-    return cast(bb, bb.emit(R.erf(cast(bb, x, "float64"))), dtype_of(x))
+    return unary(bb, x, floatmath.erf, R.erf, "erf")
 
 
 def relu6_shifted(bb, x):
-    """min(max(x + 3, 0), 6)."""
-    return bb.emit(R.minimum(R.maximum(R.add(x, scalar(3.0, x)), scalar(0.0, x)),
-                             scalar(6.0, x)))
+    """min(max(x + 3, 0), 6), NaN staying NaN (numpy's and torch's maximum)."""
+    clipped = R.minimum(R.maximum(R.add(x, scalar(3.0, x)), scalar(0.0, x)), scalar(6.0, x))
+    return bb.emit(R.where(R.isnan(x), x, clipped))
 
 
 def softmax(bb, x, axis: int):
     """exp(x - max) / sum, rows that are all -inf give 0 (torch's safe softmax)."""
     m = bb.emit(R.max(x, axis=[axis], keepdims=True))
     m = bb.emit(R.where(R.equal(m, scalar(-np.inf, x)), scalar(0.0, x), m))
-    e = bb.emit(R.exp(R.subtract(x, m)))
+    e = exp(bb, bb.emit(R.subtract(x, m)))
     s = bb.emit(R.sum(e, axis=[axis], keepdims=True))
     zero = scalar(0.0, x)
     return bb.emit(R.where(R.equal(s, zero), zero, R.divide(e, s)))
@@ -54,23 +65,27 @@ def log_softmax(bb, x, axis: int):
 
 
 def gelu(bb, x, approximate: str):
+    return unary(bb, x, floatmath.gelu, lambda v: _gelu64(bb, v, approximate), "gelu",
+                 approximate=approximate)
+
+
+def _gelu64(bb, x, approximate: str):
     half, one = scalar(0.5, x), scalar(1.0, x)
     if approximate == "tanh":
         k = scalar(math.sqrt(2 / math.pi), x)
-        cube = bb.emit(R.multiply(R.multiply(R.multiply(scalar(0.044715, x), x), x), x))
-        inner = bb.emit(R.multiply(k, R.add(x, cube)))
-        return bb.emit(R.multiply(R.multiply(half, x), R.add(one, R.tanh(inner))))
-    e = erf(bb, bb.emit(R.multiply(x, scalar(math.sqrt(0.5), x))))
-    return bb.emit(R.multiply(R.multiply(x, half), R.add(one, e)))
+        cube = R.multiply(R.multiply(R.multiply(scalar(0.044715, x), x), x), x)
+        return R.multiply(R.multiply(half, x), R.add(one, R.tanh(R.multiply(k, R.add(x, cube)))))
+    e = R.erf(R.multiply(x, scalar(math.sqrt(0.5), x)))
+    return R.multiply(R.multiply(x, half), R.add(one, e))
 
 
 _UNARY = {
     "qir.leaky_relu": lambda op, bb, x: R.where(
         R.greater(x, scalar(0.0, x)), x, R.multiply(x, scalar(op.attr("negative_slope"), x))),
     "qir.gelu": lambda op, bb, x: gelu(bb, x, op.attr("approximate")),
-    "qir.silu": lambda op, bb, x: R.divide(x, R.add(scalar(1.0, x), R.exp(R.negative(x)))),
+    "qir.silu": lambda op, bb, x: silu(bb, x),
     "qir.sigmoid": lambda op, bb, x: sigmoid(bb, x),
-    "qir.tanh": lambda op, bb, x: R.tanh(x),
+    "qir.tanh": lambda op, bb, x: unary(bb, x, floatmath.tanh, R.tanh, "tanh"),
     "qir.hardswish": lambda op, bb, x: R.divide(R.multiply(x, relu6_shifted(bb, x)),
                                                 scalar(6.0, x)),
     "qir.hardsigmoid": lambda op, bb, x: R.divide(relu6_shifted(bb, x), scalar(6.0, x)),
@@ -80,7 +95,7 @@ _UNARY = {
     "qir.softmax": lambda op, bb, x: softmax(bb, x, op.attr("axis") % len(shape_of(x))),
     "qir.log_softmax": lambda op, bb, x: log_softmax(bb, x,
                                                      op.attr("axis") % len(shape_of(x))),
-    "qir.exp": lambda op, bb, x: R.exp(x),
+    "qir.exp": lambda op, bb, x: exp(bb, x),
     "qir.log": lambda op, bb, x: R.log(x),
     "qir.sqrt": lambda op, bb, x: R.sqrt(x),
     "qir.rsqrt": lambda op, bb, x: R.divide(scalar(1.0, x), R.sqrt(x)),
@@ -224,7 +239,15 @@ def _axes(op):
     return sorted({a % rank for a in axes}) if axes else list(range(rank))
 
 
-_REDUCERS = {"qir.reduce_mean": R.mean, "qir.reduce_sum": R.sum, "qir.reduce_max": R.max,
+def _mean(x, axis, keepdims):
+    """sum / n: the sum in sequential order, as the interpreter's."""
+    if not is_float(dtype_of(x)):
+        return R.mean(x, axis=axis, keepdims=keepdims)
+    n = math.prod(shape_of(x)[a] for a in axis)
+    return R.divide(R.sum(x, axis=axis, keepdims=keepdims), scalar(float(n), x))
+
+
+_REDUCERS = {"qir.reduce_mean": _mean, "qir.reduce_sum": R.sum, "qir.reduce_max": R.max,
              "qir.reduce_min": R.min}
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from tvm import te
+from tvm import tirx as tir
 
 from backends.tvm.common import R, const, dtype_of, fused_clamp, scalar, shape_of
 from backends.tvm.float_ops import softmax
 from backends.tvm.registry import relax_lowering
 from backends.tvm.shape_ops import pad_or_crop
-from qir.ops.nn import avg_pool_window_counts
+from qir.ops.nn import adaptive_pool_windows, avg_pool_window_counts
 
 # --- convolution, linear, matmul ------------------------------------------------------------
 
@@ -77,11 +79,17 @@ def batch_norm(op, bb, args, params):
     return R.add(R.multiply(x, R.reshape(alpha, shape)), R.reshape(beta, shape))
 
 
+def mean(bb, x, axes):
+    """sum / n over `axes` (kept), the sum in sequential order (TVM's reduction loop)."""
+    shape = shape_of(x)
+    n = math.prod(shape[a] for a in axes)
+    return bb.emit(R.divide(R.sum(x, axis=axes, keepdims=True), scalar(float(n), x)))
+
+
 def normalize(bb, x, axes, eps: float):
     """(x - mean) / sqrt(var + eps) over `axes`, biased variance, two passes."""
-    mean = bb.emit(R.mean(x, axis=axes, keepdims=True))
-    centered = bb.emit(R.subtract(x, mean))
-    var = bb.emit(R.mean(R.multiply(centered, centered), axis=axes, keepdims=True))
+    centered = bb.emit(R.subtract(x, mean(bb, x, axes)))
+    var = mean(bb, bb.emit(R.multiply(centered, centered)), axes)
     inv = bb.emit(R.divide(scalar(1.0, x), R.sqrt(R.add(var, scalar(eps, x)))))
     return bb.emit(R.multiply(centered, inv))
 
@@ -123,18 +131,29 @@ def embedding(op, bb, args, params):
     return R.take(args[0], args[1], axis=0, mode="clip")
 
 
+def seq_matmul(bb, a, b):
+    """a @ b over the last two axes, each dot product summed in order k = 0, 1, ...
+    (docs/semantics.md): the products are a tensor of their own, so that no
+    multiply-add is fused (backends/tvm/floatmath.py explains why)."""
+    rank = max(len(shape_of(a)), len(shape_of(b)))
+    products = bb.emit(R.multiply(R.expand_dims(a, [rank]), R.expand_dims(b, [rank - 2])))
+    return bb.emit(R.sum(R.permute_dims(products, list(range(rank - 2)) + [rank - 2, rank,
+                                                                           rank - 1]),
+                         axis=[rank]))
+
+
 @relax_lowering("qir.scaled_dot_product_attention")
 def sdpa(op, bb, args, params):
     """softmax(q @ k^T * scale + mask) @ v; a bool mask keeps True positions (the others
     get -inf), a float mask is added, is_causal keeps the lower triangle; rows with
-    nothing kept give 0."""
+    nothing kept give 0. Both products are sequential dot products (seq_matmul)."""
     q, k, v = args[:3]
     scale = op.attr("scale")
     if scale is None:
         scale = 1 / math.sqrt(shape_of(q)[-1])
     rank_k = len(shape_of(k))
     kt = bb.emit(R.permute_dims(k, list(range(rank_k - 2)) + [rank_k - 1, rank_k - 2]))
-    scores = bb.emit(R.multiply(R.matmul(q, kt), scalar(scale, q)))
+    scores = bb.emit(R.multiply(seq_matmul(bb, q, kt), scalar(scale, q)))
     neg_inf = scalar(-np.inf, scores)
     if len(args) > 3:
         mask = args[3]
@@ -147,7 +166,7 @@ def sdpa(op, bb, args, params):
         keep = np.tril(np.ones((lq, lk), dtype=bool))
         scores = bb.emit(R.where(const(keep, "bool"), scores, neg_inf))
     probs = softmax(bb, scores, len(shape_of(scores)) - 1)
-    return R.matmul(probs, v)
+    return seq_matmul(bb, probs, v)
 
 
 # --- pooling -----------------------------------------------------------------------------------
@@ -183,32 +202,62 @@ def max_pool2d(op, bb, args, params):
                            padding=(0, 0, 0, 0), dilation=dilation)
 
 
+def window_sum(bb, x, kernel, stride, out_hw):
+    """Sum over each kh x kw window of NCHW `x` (already padded), row by row in order."""
+    def compute(t):
+        rh = te.reduce_axis((0, kernel[0]), name="rh")
+        rw = te.reduce_axis((0, kernel[1]), name="rw")
+        return te.compute(
+            tuple(t.shape[:2]) + tuple(out_hw),
+            lambda n, c, i, j: te.sum(t[n, c, i * stride[0] + rh, j * stride[1] + rw],
+                                      axis=[rh, rw]), name="window_sum")
+
+    return bb.emit_te(compute, x, primfunc_name_hint="window_sum")
+
+
 @relax_lowering("qir.avg_pool2d")
 def avg_pool2d(op, bb, args, params):
-    """The window mean over kh*kw (on the explicitly padded input), rescaled where
-    PyTorch's divisor differs: count_include_pad=False, ceil_mode overhang, or
-    divisor_override."""
+    """Each window's sum (on the explicitly padded input) over PyTorch's divisor:
+    count_include_pad, the ceil_mode overhang and divisor_override as in
+    qir.ops.nn.avg_pool_window_counts."""
     x = args[0]
     kernel, stride, padding = op.attr("kernel"), _stride(op), op.attr("padding")
-    xp = pool_input(bb, op, x, (1, 1), 0.0)
-    y = bb.emit(R.nn.avg_pool2d(xp, pool_size=kernel, strides=stride, padding=(0, 0, 0, 0),
-                                count_include_pad=True))
     out_hw = op.result.type.shape[2:]
+    total = window_sum(bb, pool_input(bb, op, x, (1, 1), 0.0), kernel, stride, out_hw)
     override = op.attr("divisor_override")
     if override is not None:
-        divisor = np.full(out_hw, float(override))
-    else:
-        shape = shape_of(x)
-        ch, cw = (avg_pool_window_counts(shape[2 + i], kernel[i], stride[i], padding[i],
-                                         out_hw[i], op.attr("count_include_pad"))
-                  for i in range(2))
-        divisor = (ch[:, None] * cw[None, :]).astype(np.float64)
-    factor = (kernel[0] * kernel[1]) / divisor
-    if np.all(factor == 1):
-        return y
-    return R.multiply(y, const(factor, dtype_of(y)))
+        return R.divide(total, scalar(float(override), total))
+    shape = shape_of(x)
+    ch, cw = (avg_pool_window_counts(shape[2 + i], kernel[i], stride[i], padding[i],
+                                     out_hw[i], op.attr("count_include_pad"))
+              for i in range(2))
+    return R.divide(total, const(ch[:, None] * cw[None, :], dtype_of(total)))
 
 
 @relax_lowering("qir.adaptive_avg_pool2d")
 def adaptive_avg_pool2d(op, bb, args, params):
-    return R.nn.adaptive_avg_pool2d(args[0], output_size=op.attr("output_size"))
+    """Each of PyTorch's adaptive windows (qir.ops.nn.adaptive_pool_windows) summed row
+    by row in order, over its element count."""
+    x = args[0]
+    shape = shape_of(x)
+    out_hw = op.attr("output_size")
+    (sh, nh), (sw, nw) = (adaptive_pool_windows(shape[2 + i], out_hw[i]) for i in range(2))
+
+    def compute(t):
+        rh = te.reduce_axis((0, int(nh.max())), name="rh")
+        rw = te.reduce_axis((0, int(nw.max())), name="rw")
+
+        def start(i, d):  # floor(i * size / out)
+            return tir.floordiv(i * shape[2 + d], out_hw[d])
+
+        def length(i, d):  # ceil((i + 1) * size / out) - start
+            return tir.floordiv((i + 1) * shape[2 + d] + out_hw[d] - 1, out_hw[d]) - start(i, d)
+
+        return te.compute(
+            tuple(t.shape[:2]) + tuple(out_hw),
+            lambda n, c, i, j: te.sum(t[n, c, start(i, 0) + rh, start(j, 1) + rw], axis=[rh, rw],
+                                      where=tir.all(rh < length(i, 0), rw < length(j, 1))),
+            name="adaptive_sum")
+
+    total = bb.emit_te(compute, x, primfunc_name_hint="adaptive_sum")
+    return R.divide(total, const(nh[:, None] * nw[None, :], dtype_of(total)))

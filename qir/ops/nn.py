@@ -235,6 +235,17 @@ def avg_pool_window_counts(size: int, k: int, s: int, p: int, out: int,
     return np.minimum(end, size) - np.maximum(start, 0)
 
 
+def adaptive_pool_windows(size: int, out: int):
+    """adaptive_avg_pool2d's windows along one dim (PyTorch's rule): output i covers
+    inputs floor(i*size/out) .. ceil((i+1)*size/out) - 1. Returns (starts, lengths)."""
+    import numpy as np
+
+    i = np.arange(out)
+    start = (i * size) // out
+    end = -((-(i + 1) * size) // out)
+    return start, end - start
+
+
 _pool_attrs = {"kernel": Attr("ints"), "stride": Attr("ints", [], doc="empty: = kernel"),
                "padding": Attr("ints", [0, 0], doc="symmetric, per spatial dim"),
                "ceil_mode": Attr("bool", False)}

@@ -1,0 +1,71 @@
+"""Float products that every target rounds on their own, as the numpy interpreter does.
+
+TVM's targets contract a multiply feeding an add into one fused multiply-add, which
+rounds once where numpy rounds twice: LowerIntrin rewrites `a * b + c` into
+`llvm.fmuladd`; the LLVM TargetOptions TVM sets fuse plain fmul/fadd pairs as well, even
+across TIR blocks once LLVM has promoted a small intermediate buffer to registers; no
+target option turns this off. qir therefore computes float products through
+`rounded_product`: on llvm the product goes through `llvm.arithmetic.fence`, which LLVM
+never fuses or reassociates across; on CUDA it is `__fmul_rn` / `__dmul_rn`, which nvcc
+never contracts. `legalize_map()` gives Relax's LegalizeOps a `relax.multiply` built
+that way; the formulas of backends/tvm/floatmath.py use `rounded_product` directly.
+
+Float conv, linear and matmul keep TVM's own kernels (their multiply-accumulate may
+fuse): their summation order differs from numpy's BLAS anyway (docs/semantics.md).
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te, topi
+from tvm import tirx as tir
+
+_CUDA_MUL = {"float32": "__fmul_rn", "float64": "__dmul_rn"}
+
+
+def _target_kind() -> str:
+    target = tvm.target.Target.current(allow_none=True)
+    return str(target.kind.name) if target is not None else "llvm"
+
+
+def rounded_product(a: tir.PrimExpr, b: tir.PrimExpr) -> tir.PrimExpr:
+    """a * b, rounded to its dtype before any use (integers: a plain product)."""
+    p = a * b
+    dtype = str(p.ty)
+    if not dtype.startswith(("float", "bfloat")):
+        return p
+    if _target_kind() == "cuda":
+        name = _CUDA_MUL.get(dtype)
+        return tir.call_pure_extern(dtype, name, a, b) if name else p
+    return tir.call_llvm_pure_intrin(dtype, "llvm.arithmetic.fence", p)
+
+
+def _multiply(a, b) -> te.Tensor:
+    """Broadcasting multiply of two tensors (or a tensor and a Python scalar) whose
+    float products are rounded on their own."""
+    tensors = [t for t in (a, b) if isinstance(t, te.Tensor)]
+    dtype = str(tensors[0].dtype)
+    if not dtype.startswith(("float", "bfloat")):
+        return topi.multiply(a, b)
+    rank = max(len(t.shape) for t in tensors)
+    shape = []
+    for d in range(rank):
+        sizes = [int(t.shape[d - rank + len(t.shape)]) for t in tensors
+                 if d - rank + len(t.shape) >= 0]
+        shape.append(max(sizes))
+
+    def value(t, index):
+        if not isinstance(t, te.Tensor):
+            return tir.const(t, dtype)
+        lead = rank - len(t.shape)
+        return t(*[0 if int(t.shape[d]) == 1 else index[lead + d]
+                   for d in range(len(t.shape))])
+
+    return te.compute(shape, lambda *i: rounded_product(value(a, i), value(b, i)),
+                      name="T_multiply")
+
+
+def legalize_map() -> dict:
+    """LegalizeOps overrides: relax.multiply with rounded products."""
+    return {"relax.multiply": lambda bb, call: bb.call_te(_multiply, *call.args,
+                                                           primfunc_name_hint="multiply")}
