@@ -35,6 +35,7 @@ class Arith(Protocol):
     def isnan(self, x: F) -> F: ...
     def abs(self, x: F) -> F: ...
     def pow2(self, k: F) -> F: ...  # 2^k for an integer-valued k in [-126, 127], exact
+    def keep(self, x: F) -> F: ...  # x, used more than once: a backend may store it
 
 
 # --- exp ------------------------------------------------------------------------------------
@@ -65,12 +66,14 @@ def polynomial(x: F, coeffs: tuple[float, ...], m: Arith) -> F:
 def exp(x: F, m: Arith) -> F:
     """e^x: exp(-inf) = 0, exp(+inf) = inf, NaN stays NaN; results below 2^-126 flush
     to 0 (torch keeps subnormals: a difference below 1.2e-38)."""
+    x = m.keep(x)
     nan = m.isnan(x)
-    xs = m.where(nan, m.c(0.0), x)
-    xs = m.where(xs > m.c(EXP_HI), m.c(EXP_HI), m.where(xs < m.c(EXP_LO), m.c(EXP_LO), xs))
-    k = m.floor(xs * m.c(LOG2E) + m.c(0.5))
+    xs = m.keep(m.where(nan, m.c(0.0), x))
+    xs = m.keep(m.where(xs > m.c(EXP_HI), m.c(EXP_HI),
+                        m.where(xs < m.c(EXP_LO), m.c(EXP_LO), xs)))
+    k = m.keep(m.floor(xs * m.c(LOG2E) + m.c(0.5)))
     r = xs - k * m.c(LN2_C1)
-    r = r - k * m.c(LN2_C2)
+    r = m.keep(r - k * m.c(LN2_C2))
     p = polynomial(r, EXP_P, m) * (r * r) + r + m.c(1.0)
     # k is in [-126, 128], one beyond 2^k's normal range at each end: scale in two
     # exact steps, by 2^(k -+ 1) and then by 2^(+-1)
@@ -86,11 +89,13 @@ def exp(x: F, m: Arith) -> F:
 
 def sigmoid(x: F, m: Arith) -> F:
     """1 / (1 + e^-x)."""
+    x = m.keep(x)
     return m.c(1.0) / (m.c(1.0) + exp(neg(x, m), m))
 
 
 def silu(x: F, m: Arith) -> F:
     """x / (1 + e^-x)."""
+    x = m.keep(x)
     return x / (m.c(1.0) + exp(neg(x, m), m))
 
 
@@ -101,10 +106,11 @@ TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e
 
 def tanh(x: F, m: Arith) -> F:
     """Cephes tanhf: a polynomial near 0, 1 - 2 / (e^2|x| + 1) with x's sign beyond."""
-    ax = m.abs(x)
-    z = x * x
+    x = m.keep(x)
+    ax = m.keep(m.abs(x))
+    z = m.keep(x * x)
     small = polynomial(z, TANH_P, m) * z * x + x
-    big = m.c(1.0) - m.c(2.0) / (exp(ax + ax, m) + m.c(1.0))
+    big = m.keep(m.c(1.0) - m.c(2.0) / (exp(ax + ax, m) + m.c(1.0)))
     big = m.where(x < m.c(0.0), neg(big, m), big)
     return m.where(ax < m.c(0.625), small, big)
 
@@ -125,12 +131,13 @@ ERFC_Q = (1.0, 1.32281951154744992508e1, 8.67072140885989742329e1, 3.54937778887
 
 def erf(x: F, m: Arith) -> F:
     """The error function (NaN stays NaN)."""
-    ax = m.abs(x)
-    z = x * x
+    x = m.keep(x)
+    ax = m.keep(m.abs(x))
+    z = m.keep(x * x)
     small = x * polynomial(z, ERF_T, m) / polynomial(z, ERF_U, m)
-    a = m.where(ax > m.c(8.0), m.c(8.0), m.where(ax < m.c(1.0), m.c(1.0), ax))
+    a = m.keep(m.where(ax > m.c(8.0), m.c(8.0), m.where(ax < m.c(1.0), m.c(1.0), ax)))
     tail = exp(neg(a * a, m), m) * polynomial(a, ERFC_P, m) / polynomial(a, ERFC_Q, m)
-    big = m.c(1.0) - tail
+    big = m.keep(m.c(1.0) - tail)
     big = m.where(x < m.c(0.0), neg(big, m), big)
     y = m.where(ax < m.c(1.0), small, big)
     return m.where(m.isnan(x), x, y)
@@ -139,6 +146,7 @@ def erf(x: F, m: Arith) -> F:
 def gelu(x: F, m: Arith, approximate: str = "none") -> F:
     """torch's gelu: x/2 (1 + erf(x / sqrt 2)), or with approximate="tanh"
     x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    x = m.keep(x)
     if approximate == "tanh":
         cube = m.c(0.044715) * x * x * x
         inner = m.c(math.sqrt(2 / math.pi)) * (x + cube)

@@ -22,6 +22,10 @@ class NumpyArith:
     abs = staticmethod(np.abs)
 
     @staticmethod
+    def keep(x: np.ndarray) -> np.ndarray:
+        return x
+
+    @staticmethod
     def pow2(k: np.ndarray) -> np.ndarray:
         bits = floatmath.pow2_bits(np.asarray(k).astype(np.int32))
         return np.asarray(bits, dtype=np.int32).view(np.float32)

@@ -1,11 +1,13 @@
 """qir's reproducible float32 arithmetic for TVM (qir/floatmath.py): the shared formulas
-for exp, tanh, erf and friends, emitted as one elementwise TIR function each.
+for exp, tanh, erf and friends, emitted as TIR.
 
-The formulas are written with Python operators; here they run on `Value`, a TIR
-expression whose products go through backends/tvm/exact.py's `rounded_product`, so
-that no target fuses a multiply into the add that follows it (which would round once
-where the interpreter rounds twice). tests/backends/tvm/test_tvm_float_bits.py compares
-the bits with the numpy interpreter.
+The formulas are written with Python operators; here they run on `Value`, an element of
+a tensor as a function of its index. Products go through backends/tvm/exact.py's
+`rounded_product`, so that no target fuses a multiply into the add that follows it
+(which would round once where the interpreter rounds twice). Values a formula uses more
+than once (`keep`) are computed into a tensor of their own (a TE stage): inlined, the
+expression tree of gelu grows exponentially and TVM and nvcc take minutes over it.
+tests/backends/tvm/test_tvm_float_bits.py compares the bits with the numpy interpreter.
 """
 
 from __future__ import annotations
@@ -21,15 +23,24 @@ from qir import floatmath
 
 
 class Value:
-    """A float32 (or bool) TIR expression with the operators the formulas use."""
+    """An element of a float32 (or bool) tensor of `shape`: `at(index)` is its TIR
+    expression; `shape` is None for a scalar constant."""
 
-    def __init__(self, expr: tir.PrimExpr):
-        self.expr = expr
+    def __init__(self, at, shape=None):
+        self.at, self.shape = at, shape
+
+    @staticmethod
+    def const(value: float) -> Value:
+        c = tir.const(value, "float32")
+        return Value(lambda i: c)
+
+    def map(self, fn) -> Value:
+        return Value(lambda i: fn(self.at(i)), self.shape)
 
     def _binary(self, other, fn, reverse: bool = False) -> Value:
-        other = other.expr if isinstance(other, Value) else other
-        a, b = (other, self.expr) if reverse else (self.expr, other)
-        return Value(fn(a, b))
+        other = other if isinstance(other, Value) else Value.const(other)
+        a, b = (other, self) if reverse else (self, other)
+        return Value(lambda i: fn(a.at(i), b.at(i)), a.shape or b.shape)
 
     def __add__(self, o): return self._binary(o, operator.add)
     def __radd__(self, o): return self._binary(o, operator.add, reverse=True)
@@ -46,30 +57,38 @@ class Value:
 class TeArith:
     """floatmath.Arith on Values."""
 
-    @staticmethod
-    def c(value: float) -> Value:
-        return Value(tir.const(value, "float32"))
+    c = staticmethod(Value.const)
 
     @staticmethod
     def floor(x: Value) -> Value:
-        return Value(tir.floor(x.expr))
+        return x.map(tir.floor)
 
     @staticmethod
     def where(cond: Value, a: Value, b: Value) -> Value:
-        return Value(tir.Select(cond.expr, a.expr, b.expr))
+        return Value(lambda i: tir.Select(cond.at(i), a.at(i), b.at(i)),
+                     cond.shape or a.shape or b.shape)
 
     @staticmethod
     def isnan(x: Value) -> Value:
-        return Value(tir.isnan(x.expr))
+        return x.map(tir.isnan)
 
     @staticmethod
     def abs(x: Value) -> Value:
-        return Value(tir.abs(x.expr))
+        return x.map(tir.abs)
 
     @staticmethod
     def pow2(k: Value) -> Value:
-        bits = floatmath.pow2_bits(k.expr.astype("int32"))
-        return Value(tir.reinterpret("float32", bits))
+        return k.map(lambda e: tir.reinterpret("float32",
+                                               floatmath.pow2_bits(e.astype("int32"))))
+
+    @staticmethod
+    def keep(x: Value) -> Value:
+        if getattr(x, "stored", False) or x.shape is None:
+            return x
+        t = te.compute(x.shape, lambda *i: x.at(i), name="keep")
+        kept = Value(lambda i: t(*i), x.shape)
+        kept.stored = True
+        return kept
 
 
 ARITH = TeArith()
@@ -82,7 +101,9 @@ def unary(bb, x, formula, fallback, name: str, **kwargs):
         return bb.emit(fallback(x))
 
     def compute(t):
-        return te.compute(t.shape, lambda *i: formula(Value(t(*i)), ARITH, **kwargs).expr,
-                          name=name)
+        arg = Value(lambda i: t(*i), tuple(t.shape))
+        arg.stored = True
+        y = formula(arg, ARITH, **kwargs)
+        return te.compute(t.shape, lambda *i: y.at(i), name=name)
 
     return bb.emit_te(compute, x, primfunc_name_hint=name)
