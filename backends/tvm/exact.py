@@ -6,9 +6,11 @@ rounds once where numpy rounds twice: LowerIntrin rewrites `a * b + c` into
 across TIR blocks once LLVM has promoted a small intermediate buffer to registers; no
 target option turns this off. qir therefore computes float products through
 `rounded_product`: on llvm the product goes through `llvm.arithmetic.fence`, which LLVM
-never fuses or reassociates across; on CUDA it is `__fmul_rn` / `__dmul_rn`, which nvcc
-never contracts. `legalize_map()` gives Relax's LegalizeOps a `relax.multiply` built
-that way; the formulas of backends/tvm/floatmath.py use `rounded_product` directly.
+never fuses or reassociates across; on CUDA it is a plain product, which nvcc, run with
+`-fmad=false`, never contracts (the host side of a CUDA build, FoldConstant included,
+is llvm code and cannot call CUDA's `__fmul_rn`). `legalize_map()` gives Relax's
+LegalizeOps a `relax.multiply` built that way; the formulas of backends/tvm/floatmath.py
+use `rounded_product` directly.
 
 Float conv, linear and matmul keep TVM's own kernels (their multiply-accumulate may
 fuse): their summation order differs from numpy's BLAS anyway (docs/semantics.md).
@@ -20,10 +22,7 @@ import tvm
 from tvm import te, topi
 from tvm import tirx as tir
 
-_CUDA_MUL = {"float32": "__fmul_rn", "float64": "__dmul_rn"}
-
-
-def _target_kind() -> str:
+def target_kind() -> str:
     target = tvm.target.Target.current(allow_none=True)
     return str(target.kind.name) if target is not None else "llvm"
 
@@ -34,9 +33,8 @@ def rounded_product(a: tir.PrimExpr, b: tir.PrimExpr) -> tir.PrimExpr:
     dtype = str(p.ty)
     if not dtype.startswith(("float", "bfloat")):
         return p
-    if _target_kind() == "cuda":
-        name = _CUDA_MUL.get(dtype)
-        return tir.call_pure_extern(dtype, name, a, b) if name else p
+    if target_kind() == "cuda":  # nvcc runs with -fmad=false (backends/tvm/cuda.py)
+        return p
     return tir.call_llvm_pure_intrin(dtype, "llvm.arithmetic.fence", p)
 
 

@@ -6,7 +6,9 @@ a tensor as a function of its index. Products go through backends/tvm/exact.py's
 `rounded_product`, so that no target fuses a multiply into the add that follows it
 (which would round once where the interpreter rounds twice). Values a formula uses more
 than once (`keep`) are computed into a tensor of their own (a TE stage): inlined, the
-expression tree of gelu grows exponentially and TVM and nvcc take minutes over it.
+expression tree of gelu grows exponentially and TVM and nvcc take minutes over it. On
+CUDA, whose dlight schedules would inline those stages again, they are local variables
+(TIR Lets) instead.
 tests/backends/tvm/test_tvm_float_bits.py compares the bits with the numpy interpreter.
 """
 
@@ -18,7 +20,7 @@ from tvm import te
 from tvm import tirx as tir
 
 from backends.tvm.common import dtype_of
-from backends.tvm.exact import rounded_product
+from backends.tvm.exact import rounded_product, target_kind as _target_kind
 from qir import floatmath
 
 
@@ -85,10 +87,26 @@ class TeArith:
     def keep(x: Value) -> Value:
         if getattr(x, "stored", False) or x.shape is None:
             return x
-        t = te.compute(x.shape, lambda *i: x.at(i), name="keep")
-        kept = Value(lambda i: t(*i), x.shape)
+        if _LETS is not None:  # CUDA: a local variable (see unary)
+            var = []
+
+            def bound(i):
+                if not var:
+                    expr = x.at(i)
+                    var.append(tir.Var(f"v{len(_LETS)}", str(expr.ty)))
+                    _LETS.append((var[0], expr))
+                return var[0]
+
+            kept = Value(bound, x.shape)
+        else:
+            t = te.compute(x.shape, lambda *i: x.at(i), name="keep")
+            kept = Value(lambda i: t(*i), x.shape)
         kept.stored = True
         return kept
+
+
+# The Let bindings of the CUDA formula being built; None: build TE stages.
+_LETS: list | None = None
 
 
 ARITH = TeArith()
@@ -103,7 +121,26 @@ def unary(bb, x, formula, fallback, name: str, **kwargs):
     def compute(t):
         arg = Value(lambda i: t(*i), tuple(t.shape))
         arg.stored = True
-        y = formula(arg, ARITH, **kwargs)
-        return te.compute(t.shape, lambda *i: y.at(i), name=name)
+        if _target_kind() != "cuda":
+            y = formula(arg, ARITH, **kwargs)
+            return te.compute(t.shape, lambda *i: y.at(i), name=name)
+        return te.compute(
+            t.shape, lambda *i: _with_lets(lambda: formula(arg, ARITH, **kwargs).at(i)),
+            name=name)
 
     return bb.emit_te(compute, x, primfunc_name_hint=name)
+
+
+def _with_lets(build) -> tir.PrimExpr:
+    """`build()` with the kept values bound by Lets: dlight's CUDA schedules inline TE
+    stages, which would rebuild the exponential tree, so on CUDA a formula is one
+    expression with local variables."""
+    global _LETS
+    _LETS = []
+    try:
+        body = build()
+        for var, expr in reversed(_LETS):
+            body = tir.Let(var, expr, body)
+        return body
+    finally:
+        _LETS = None
