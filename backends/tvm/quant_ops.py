@@ -10,6 +10,8 @@ from tvm import relax
 
 from backends.tvm.common import (R, cast, channel_shape, clip, const, quant_consts,
                                  round_half_even, scalar, shape_of, tvm_dtype, uniform)
+from backends.tvm.kernels.conv import conv2d
+from backends.tvm.kernels.dense import batch_matmul, dense
 from backends.tvm.nn_ops import conv
 from backends.tvm.registry import relax_lowering
 from backends.tvm.shape_ops import pad_or_crop
@@ -201,6 +203,9 @@ def _qconv(op, bb, args, params):
     """acc = sum (x - zp_x) * w + bias in int32; padding reads zp_x."""
     x, w = args[0], args[1]
     nd = len(shape_of(w)) - 2
+    acc = _conv_kernel(bb, op, x, nd)
+    if acc is not None:
+        return _add_runtime_bias(bb, op, args, acc, 1)
     x, pad, corr = _input_and_correction(bb, op, x, w, list(range(1, nd + 2)),
                                          list(op.attr("padding")))
     acc = conv(bb, op, x, w, out_dtype="int32", padding=pad)
@@ -212,14 +217,44 @@ def _qconv(op, bb, args, params):
     return acc
 
 
+def _conv_kernel(bb, op, x: relax.Expr, nd: int) -> relax.Expr | None:
+    """The accumulator through backends/tvm/kernels/conv.py (conv1d as conv2d over one
+    row), or None when the weights are not constant or no kernel applies."""
+    w = constant_array(op.operands[1])
+    if w is None:
+        return None
+    stride, dilation = list(op.attr("stride")), list(op.attr("dilation"))
+    padding = list(op.attr("padding"))
+    if nd == 1:
+        n, c, width = shape_of(x)
+        x = bb.emit(R.reshape(x, (n, c, 1, width)))
+        w = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
+        stride, dilation = [1] + stride, [1] + dilation
+        padding = [0, padding[0], 0, padding[1]]
+    tx = op.operands[0].type
+    acc = conv2d(bb, x, _storage_range(tx), _zero_point(tx), w, _constant_operand(op, 2),
+                 stride, padding, dilation, op.attr("groups"))
+    if acc is None or nd == 2:
+        return acc
+    shape = shape_of(acc)
+    return bb.emit(R.reshape(acc, (shape[0], shape[1], shape[3])))
+
+
 relax_lowering("qir.qconv1d", upcast=False)(_qconv)
 relax_lowering("qir.qconv2d", upcast=False)(_qconv)
 
 
 @relax_lowering("qir.qlinear", upcast=False)
 def qlinear(op, bb, args, params):
-    """acc[..., n] = sum_k (x[..., k] - zp_x) * w[n, k] + bias[n] in int32."""
+    """acc[..., n] = sum_k (x[..., k] - zp_x) * w[n, k] + bias[n] in int32 (through the
+    dense kernel when the weights are constant and the target takes it)."""
     x, w = args[0], args[1]
+    w_const = constant_array(op.operands[1])
+    if w_const is not None:
+        acc = dense(bb, x, _storage_range(op.operands[0].type), _zero_point(
+            op.operands[0].type), w_const, _constant_operand(op, 2))
+        if acc is not None:
+            return _add_runtime_bias(bb, op, args, acc, -1)
     x, _, corr = _input_and_correction(bb, op, x, w, [1], None)
     acc = bb.emit(R.matmul(x, R.permute_dims(w), out_dtype="int32"))
     if corr is not None:
@@ -229,12 +264,39 @@ def qlinear(op, bb, args, params):
     return acc
 
 
+def _storage_range(ty: TensorType) -> tuple[int, int]:
+    return ty.quant.storage_min, ty.quant.storage_max
+
+
+def _constant_operand(op, i: int) -> np.ndarray | None:
+    """Operand i when it is a constant (None when absent or computed)."""
+    return constant_array(op.operands[i]) if len(op.operands) > i else None
+
+
+def _add_runtime_bias(bb, op, args, acc: relax.Expr, axis: int) -> relax.Expr:
+    """acc plus the bias operand when a kernel could not take it as a constant."""
+    if len(args) < 3 or _constant_operand(op, 2) is not None:
+        return acc
+    rank = len(shape_of(acc))
+    return bb.emit(R.add(acc, R.reshape(args[2], channel_shape(rank, axis % rank, -1))))
+
+
 @relax_lowering("qir.qmatmul", upcast=False)
 def qmatmul(op, bb, args, params):
-    """(a - zp_a) @ (b - zp_b) in int32 (operands centred in int32 when a zero point is
-    not 0)."""
+    """(a - zp_a) @ (b - zp_b) in int32: the dense kernel when b is a constant matrix, the
+    batched matmul kernel for two activations, else the operands centred in int32 when a
+    zero point is not 0."""
     a, b = args
-    za, zb = (_zero_point(v.type) for v in op.operands)
+    ta, tb = (v.type for v in op.operands)
+    za, zb = _zero_point(ta), _zero_point(tb)
+    b_const = constant_array(op.operands[1])
+    if b_const is not None and b_const.ndim == 2:
+        w = (b_const.astype(np.int64) - zb).T
+        acc = dense(bb, a, _storage_range(ta), za, w, None)
+    else:
+        acc = batch_matmul(bb, a, _storage_range(ta), za, b, _storage_range(tb), zb)
+    if acc is not None:
+        return acc
     if za or zb:
         a = bb.emit(R.subtract(R.astype(a, "int32"), const(za, "int32")))
         b = bb.emit(R.subtract(R.astype(b, "int32"), const(zb, "int32")))

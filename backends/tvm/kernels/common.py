@@ -1,0 +1,170 @@
+"""What the kernels share: the target test, the AVX2 pair-dot intrinsic they tensorize
+with, tile-size choice, and the Relax call of a kernel.
+
+The micro-kernel of every kernel is `dot_8x2`: c[i] += a[0] * b[i, 0] + a[1] * b[i, 1]
+for i < 8, with a: two int16 activations (broadcast as one 32-bit word), b: sixteen int8
+weights (sign-extended to int16 by `vpmovsxbw`) or int16 values, and c: eight int32
+accumulators held in registers; one `vpmaddwd` + `vpaddd`. With |a| <= 2^15 and
+|b| <= 2^7 each pair sum is below 2^23: exact, unlike `vpmaddubsw`, whose int16 pair sums
+saturate; int16 b must keep a pair sum below 2^31 (batch_matmul checks it).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import tvm
+from tvm import relax, te, tirx
+from tvm.target import codegen
+
+DOT_8X2 = "qir_dot_8x2"
+LANES = 8  # int32 lanes of a ymm register
+MAX_ROWS = 6  # accumulator rows of a tile: 6 x 2 ymm + 2 weights + 1 broadcast <= 16
+OP_PATTERN_OPAQUE = 8  # relax.transform.FuseOps leaves opaque calls alone
+PARALLEL_WORK = 1 << 20  # multiply-adds below which a kernel runs on one thread
+
+
+def kernel_target() -> tvm.target.Target | None:
+    """The target being lowered for when the kernels apply to it (llvm with AVX2), else
+    None. backends/tvm/build.py makes the build's target current while lowering."""
+    target = tvm.target.Target.current(allow_none=True)
+    if target is None or str(target.kind.name) != "llvm":
+        return None
+    return target if codegen.target_has_features("avx2", target) else None
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def row_tile(rows: int) -> int:
+    """Accumulator rows per tile: all of them up to MAX_ROWS, else the tile size that
+    pads least (the larger on ties)."""
+    if rows <= MAX_ROWS:
+        return rows
+    return min(range(MAX_ROWS, 3, -1), key=lambda r: (ceil_div(rows, r) * r, -r))
+
+
+def zero_point_var() -> tirx.Var:
+    """The input zero point: a scalar parameter of a kernel (passed as a PrimValue), so
+    that layers differing only in it share one compiled kernel."""
+    return tirx.Var("zp", "int32")
+
+
+def centred(x: te.Tensor, zp: tirx.Var, index, inside: list) -> tirx.PrimExpr:
+    """int16(x[index] - zp), or 0 where the conditions `inside` do not all hold."""
+    v = (x[index].astype("int32") - zp).astype("int16")
+    return tirx.if_then_else(tirx.all(*inside), v, tirx.const(0, "int16")) if inside else v
+
+
+def fits_int8(w: np.ndarray) -> bool:
+    return w.size > 0 and int(w.min()) >= -128 and int(w.max()) <= 127
+
+
+def centred_fits_int16(dtype: str, lo: int, hi: int, zp: int) -> bool:
+    """Whether x - zp fits int16 for every stored x in [lo, hi]."""
+    return dtype in ("int8", "uint8", "int16") and -(2**15) <= lo - zp and hi - zp < 2**15
+
+
+@functools.cache
+def dot_8x2(b_dtype: str = "int8") -> str:
+    """Register the dot_8x2 tensor intrinsic for int8 (sign-extended) or int16 b (once,
+    on first use: TVMScript parsing is slow, see /work/shared/tvm-0.27-notes.md) and
+    return its name."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((2,), "int16", offset_factor=1),
+             b: T.Buffer((8, 2), b_dtype, offset_factor=1),
+             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:8], a[0:2], b[0:8, 0:2])
+            T.writes(c[0:8])
+            for i, k in T.grid(8, 2):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((2,), "int16", offset_factor=1),
+             b: T.Buffer((8, 2), b_dtype, offset_factor=1),
+             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:8], a[0:2], b[0:8, 0:2])
+            T.writes(c[0:8])
+            # one expression: names bound here would become buffers allocated per call
+            c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "int16x2"),
+                                                        dtype="int32"), 8), dtype="int16x16"),
+                T.Cast("int16x16", b.vload([0, 0], f"{b_dtype}x16")), dtype="int32x8")
+
+    name = f"{DOT_8X2}_{b_dtype}"
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
+def build_or_none(builder, *args) -> tirx.PrimFunc | None:
+    """builder(*args), or None when TVM fails to build or schedule the kernel for these
+    arguments: the lowering then falls back to the plain Relax ops (the tests check that
+    the kernels are used where expected)."""
+    try:
+        return builder(*args)
+    except Exception:  # noqa: BLE001  (a TVM error for an unforeseen shape)
+        return None
+
+
+def schedule_repack(sch: tvm.s_tir.Schedule, block: str, outer: int, parallel: bool,
+                    pairs: bool = False) -> None:
+    """Schedule a repacking block (the input centred, with zero borders): its first
+    `outer` loops fused into one, parallel; below them the zero borders are filled apart
+    from the in-bound copy (decompose_padding), so that neither tests bounds per element;
+    innermost loops vectorised. With outer == 0 each of the two parts runs its first loop
+    in parallel. `pairs`: the innermost loop interleaves two source rows (channel pairs);
+    it is unrolled around the vectorised loop before it instead."""
+    rv = sch.get_sblock(block)
+    loops = sch.get_loops(rv)
+    if outer:
+        fused = sch.fuse(*loops[:outer]) if outer > 1 else loops[0]
+        if parallel:
+            sch.parallel(fused)
+    blocks = [rv]
+    at = sch.get_loops(rv)[min(outer, 1)]
+    if sch.can_decompose_padding(rv, at):
+        blocks.append(sch.decompose_padding(rv, at))
+    for b in blocks:
+        if parallel and not outer:
+            sch.parallel(sch.get_loops(b)[0])
+        loops = sch.get_loops(b)
+        if pairs:
+            sch.reorder(loops[-1], loops[-2])
+            sch.unroll(loops[-1])
+        vectorize_inner(sch, loops[-2] if pairs else loops[-1])
+
+
+def vectorize_inner(sch: tvm.s_tir.Schedule, loop, lanes: int = 16) -> None:
+    """Vectorise `loop` in chunks of at most `lanes` that divide it (a partial chunk's
+    bounds test would make TVM scalarise the whole loop); left alone when only tiny
+    chunks divide it."""
+    extent = int(sch.get(loop).extent)
+    chunk = max(d for d in range(1, min(extent, lanes) + 1) if extent % d == 0)
+    if chunk < 4:
+        return
+    if chunk < extent:
+        loop = sch.split(loop, [None, chunk])[1]
+    sch.vectorize(loop)
+
+
+def kernel_func(func: tirx.PrimFunc, name: str) -> tirx.PrimFunc:
+    """A scheduled PrimFunc ready for a Relax module: its own symbol, kept out of
+    fusion."""
+    return func.with_attrs({"global_symbol": name, "op_pattern": OP_PATTERN_OPAQUE})
+
+
+def call_kernel(bb: relax.BlockBuilder, func: tirx.PrimFunc, args: list[relax.Expr],
+                out_shape: tuple[int, ...], out_dtype: str = "int32") -> relax.Expr:
+    """Emit `func(*args) -> out` through call_tir (identical kernels are added once)."""
+    gv = bb.add_func(func, str(func.attrs["global_symbol"]))
+    return bb.emit(relax.call_tir(gv, args, relax.TensorType(out_shape, out_dtype)))

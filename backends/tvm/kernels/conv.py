@@ -1,0 +1,287 @@
+"""Integer convolution kernels: y[n, o, oh, ow] = sum (x - zp) * w + bias[o] in int32,
+NCHW input and output, OIHW constant int8 weights, padding that reads zp (contributes
+0), any stride, dilation and groups. conv1d runs as conv2d with H = 1.
+
+Two kernels, chosen by `conv2d`:
+
+- **grouped** (groups < channels, or a channel multiplier): a direct convolution in a
+  packed layout. The input is repacked per call, centred, into xc[N, G, C/G/2, Hp, Wp, 2]
+  int16 (channel pairs innermost, zero borders = zp padding); the weights at compile time
+  into [G, O/G/16, C/G/2, KH, KW, 16, 2] int8. A tile of R output pixels along a row x 16
+  output channels accumulates in 2R ymm registers over (channel pair, kh, kw) with
+  `dot_8x2` (vpmaddwd, common.py), then is written back to NCHW with the bias.
+- **depthwise** (groups == channels == outputs): no reduction over channels, so it
+  vectorises over output pixels instead: xd[N, C, Hp, S, Wp/S] int16 (each row split
+  into its S stride phases, so that a strided tap reads contiguous lanes), multiplied in
+  int32 lanes by the tap's weight (vpmovsxwd, vpmulld, vpaddd), up to 32 pixels of a
+  row per tile.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax, te, tirx
+
+from backends.tvm.common import R, const, dtype_of, shape_of
+from backends.tvm.kernels.common import (LANES, PARALLEL_WORK, build_or_none, call_kernel,
+                                         ceil_div, centred, centred_fits_int16, dot_8x2,
+                                         fits_int8, kernel_func, kernel_target, row_tile,
+                                         schedule_repack, vectorize_inner, zero_point_var)
+
+COLS = 2 * LANES  # output channels per tile of the grouped kernel
+L1_BYTES = 32 * 1024  # L1 data cache of current x86 cores
+DW_PIXELS = 4 * LANES  # most output pixels per tile of the depthwise kernel
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """A 2-D convolution problem; padding is (top, left, bottom, right)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    o: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    groups: int
+    x_dtype: str
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        pt, pl, pb, pr = self.padding
+        oh = (self.h + pt + pb - self.dilation[0] * (self.kh - 1) - 1) // self.stride[0] + 1
+        ow = (self.w + pl + pr - self.dilation[1] * (self.kw - 1) - 1) // self.stride[1] + 1
+        return oh, ow
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups == self.c == self.o
+
+    @property
+    def name(self) -> str:
+        kind = "dwconv" if self.depthwise else "conv"
+        dims = "_".join(f"{k}{v}" for k, v in (
+            ("n", self.n), ("c", self.c), ("h", self.h), ("w", self.w), ("o", self.o),
+            ("k", f"{self.kh}x{self.kw}"), ("s", "x".join(map(str, self.stride))),
+            ("p", "x".join(map(str, self.padding))), ("d", "x".join(map(str, self.dilation))),
+            ("g", self.groups)))
+        return f"qir_{kind}_{self.x_dtype}_{dims}"
+
+    def macs(self) -> int:
+        oh, ow = self.out_hw
+        return self.n * self.o * oh * ow * (self.c // self.groups) * self.kh * self.kw
+
+
+def _bounds(var, lo: int, size: int, extent: int) -> list:
+    """Conditions for lo <= var < lo + size, leaving out those that always hold on
+    [0, extent)."""
+    conds = []
+    if lo > 0:
+        conds.append(var >= lo)
+    if lo + size < extent:
+        conds.append(var < lo + size)
+    return conds
+
+
+# --- grouped convolution ------------------------------------------------------------------
+
+
+def _grouped_dims(s: ConvShape) -> dict:
+    oh, ow = s.out_hw
+    rows = row_tile(ow)
+    owp = ceil_div(ow, rows) * rows
+    cg, og = s.c // s.groups, s.o // s.groups
+    pt, pl, pb, pr = s.padding
+    wx = max(s.w + pl + pr, (owp - 1) * s.stride[1] + s.dilation[1] * (s.kw - 1) + 1)
+    return dict(oh=oh, ow=ow, rows=rows, owp=owp, cg=cg, og=og, ch=ceil_div(cg, 2),
+                ot=ceil_div(og, COLS), hx=s.h + pt + pb, wx=wx)
+
+
+def pack_grouped_weights(w: np.ndarray, groups: int) -> np.ndarray:
+    """w[O, C/G, KH, KW] as int8 [G, ceil(O/G/16), ceil(C/G/2), KH, KW, 16, 2]."""
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    ot, ch = ceil_div(og, COLS), ceil_div(cg, 2)
+    padded = np.zeros((groups, ot * COLS, ch * 2, kh, kw), np.int8)
+    padded[:, :og, :cg] = w.reshape(groups, og, cg, kh, kw)
+    packed = padded.reshape(groups, ot, COLS, ch, 2, kh, kw).transpose(0, 1, 3, 5, 6, 2, 4)
+    return np.ascontiguousarray(packed)
+
+
+@functools.cache
+def grouped_func(s: ConvShape) -> tirx.PrimFunc:
+    """The scheduled grouped kernel: (x, zp, packed weights, bias[G, O/G]) -> y[N, G, O/G,
+    OH, OW] (a free reshape away from NCHW)."""
+    d = _grouped_dims(s)
+    (sh, sw), (dh, dw), g = s.stride, s.dilation, s.groups
+    pt, pl, _, _ = s.padding
+    x = te.placeholder((s.n, s.c, s.h, s.w), s.x_dtype, name="x")
+    zp = zero_point_var()
+    w = te.placeholder((g, d["ot"], d["ch"], s.kh, s.kw, COLS, 2), "int8", name="w")
+    bias = te.placeholder((g, d["og"]), "int32", name="bias")
+
+    def repack(n, gi, ch, hi, wi, ci):
+        c = 2 * ch + ci
+        inside = (_bounds(c, 0, d["cg"], 2 * d["ch"]) + _bounds(hi, pt, s.h, d["hx"])
+                  + _bounds(wi, pl, s.w, d["wx"]))
+        return centred(x, zp, (n, gi * d["cg"] + c, hi - pt, wi - pl), inside)
+
+    xc = te.compute((s.n, g, d["ch"], d["hx"], d["wx"], 2), repack, name="xc")
+    rc = te.reduce_axis((0, d["ch"]), "rc")
+    rh = te.reduce_axis((0, s.kh), "rh")
+    rw = te.reduce_axis((0, s.kw), "rw")
+    ri = te.reduce_axis((0, 2), "ri")
+    acc = te.compute(
+        (s.n, g, d["ot"], d["oh"], d["owp"], COLS),
+        lambda n, gi, t, oh, ow, j: te.sum(
+            xc[n, gi, rc, oh * sh + rh * dh, ow * sw + rw * dw, ri].astype("int32")
+            * w[gi, t, rc, rh, rw, j, ri].astype("int32"), axis=[rc, rh, rw, ri]),
+        name="acc")
+    y = te.compute((s.n, g, d["og"], d["oh"], d["ow"]), lambda n, gi, c, oh, ow: acc[
+        n, gi, c // COLS, oh, ow, c % COLS] + bias[gi, c], name="y")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, zp, w, bias, y]))
+    group_weights = d["ot"] * d["ch"] * s.kh * s.kw * COLS * 2
+    _schedule_grouped(sch, d["rows"], channels_inner=group_weights <= L1_BYTES // 2,
+                      parallel=s.macs() >= PARALLEL_WORK)
+    return kernel_func(sch.mod["main"], s.name)
+
+
+def _schedule_grouped(sch: tvm.s_tir.Schedule, rows: int, channels_inner: bool,
+                      parallel: bool) -> None:
+    """Tiles of `rows` pixels x 16 output channels; with `channels_inner` the channel
+    tiles of one pixel tile run back to back (their input stays in L1), else the pixel
+    tiles of one channel tile (its weights stay in L1)."""
+    acc, y = sch.get_sblock("acc"), sch.get_sblock("y")
+    n, g, t, oh, ow, j, rc, rh, rw, ri = sch.get_loops(acc)
+    owo, owi = sch.split(ow, [None, rows])
+    jq, ji = sch.split(j, [None, LANES])
+    outer = (n, g, oh, owo, t) if channels_inner else (n, g, t, oh, owo)
+    sch.reorder(*outer, rc, rh, rw, owi, jq, ji, ri)
+    sch.reverse_compute_at(y, outer[-1])
+    tiles = sch.fuse(*outer)
+    if parallel:  # parallel and vectorize come before decompose_reduction
+        sch.parallel(tiles)
+    schedule_repack(sch, "xc", 3, parallel, pairs=True)
+    init = sch.decompose_reduction(acc, rc)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(owi)
+    sch.unroll(jq)
+    sch.tensorize(ji, dot_8x2())
+
+
+# --- depthwise convolution ----------------------------------------------------------------
+
+
+def pixel_tile(ow: int) -> int:
+    """Output pixels per depthwise tile (int32 lanes, up to 4 ymm): a divisor of the row
+    so that tiles are never partial (a partial tile's bounds test keeps the write-back
+    scalar), else 16 lanes and a padded last tile."""
+    divisor = max(d for d in range(1, min(ow, DW_PIXELS) + 1) if ow % d == 0)
+    return divisor if divisor >= LANES or divisor == ow else 2 * LANES
+
+
+def _depthwise_dims(s: ConvShape) -> dict:
+    oh, ow = s.out_hw
+    lanes = pixel_tile(ow)
+    owp = ceil_div(ow, lanes) * lanes
+    pt, _, pb, _ = s.padding
+    sw, dw = s.stride[1], s.dilation[1]
+    wq = owp + (dw * (s.kw - 1)) // sw
+    return dict(oh=oh, ow=ow, lanes=lanes, owp=owp, hx=s.h + pt + pb, wq=wq)
+
+
+@functools.cache
+def depthwise_func(s: ConvShape) -> tirx.PrimFunc:
+    """The scheduled depthwise kernel: (x, zp, weights int32 [C, KH, KW], bias[C]) ->
+    y[N, C, OH, OW]."""
+    d = _depthwise_dims(s)
+    (sh, sw), (dh, dw) = s.stride, s.dilation
+    pt, pl, _, _ = s.padding
+    x = te.placeholder((s.n, s.c, s.h, s.w), s.x_dtype, name="x")
+    zp = zero_point_var()
+    w = te.placeholder((s.c, s.kh, s.kw), "int32", name="w")
+    bias = te.placeholder((s.c,), "int32", name="bias")
+
+    def repack(n, c, hi, p, q):
+        wi = q * sw + p
+        inside = _bounds(hi, pt, s.h, d["hx"]) + _bounds(wi, pl, s.w, d["wq"] * sw)
+        return centred(x, zp, (n, c, hi - pt, wi - pl), inside)
+
+    xd = te.compute((s.n, s.c, d["hx"], sw, d["wq"]), repack, name="xd")
+    rh = te.reduce_axis((0, s.kh), "rh")
+    rw = te.reduce_axis((0, s.kw), "rw")
+    acc = te.compute(
+        (s.n, s.c, d["oh"], d["owp"]),
+        lambda n, c, oh, ow: te.sum(
+            xd[n, c, oh * sh + rh * dh, (rw * dw) % sw, ow + (rw * dw) // sw].astype("int32")
+            * w[c, rh, rw], axis=[rh, rw]),
+        name="acc")
+    y = te.compute((s.n, s.c, d["oh"], d["ow"]),
+                   lambda n, c, oh, ow: acc[n, c, oh, ow] + bias[c], name="y")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, zp, w, bias, y]))
+    _schedule_depthwise(sch, d["lanes"], parallel=s.macs() >= PARALLEL_WORK)
+    return kernel_func(sch.mod["main"], s.name)
+
+
+def _schedule_depthwise(sch: tvm.s_tir.Schedule, lanes: int, parallel: bool) -> None:
+    acc, y = sch.get_sblock("acc"), sch.get_sblock("y")
+    n, c, oh, ow, rh, rw = sch.get_loops(acc)
+    owo, owi = sch.split(ow, [None, lanes])
+    sch.reorder(n, c, oh, owo, rh, rw, owi)
+    sch.reverse_compute_at(y, owo)
+    tiles = sch.fuse(n, c, oh)
+    if parallel:  # parallel and vectorize come before decompose_reduction
+        sch.parallel(tiles)
+    sch.vectorize(owi)
+    vectorize_inner(sch, sch.get_loops(y)[-1])
+    schedule_repack(sch, "xd", 2, parallel)
+    init = sch.decompose_reduction(acc, rh)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(rh)
+    sch.unroll(rw)
+
+
+# --- entry ------------------------------------------------------------------------------------
+
+
+def conv2d(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: int,
+           w: np.ndarray, bias: np.ndarray | None, stride, padding, dilation,
+           groups: int) -> relax.Expr | None:
+    """The int32 accumulator of an NCHW convolution through a kernel, or None when no
+    kernel applies (not an AVX2 llvm target, weights outside int8, x - zp outside int16).
+    `x_range` is the stored range of x; padding is (top, left, bottom, right)."""
+    x_dtype = dtype_of(x)
+    if (kernel_target() is None or not fits_int8(w)
+            or not centred_fits_int16(x_dtype, *x_range, zp)):
+        return None
+    n, c, h, wd = shape_of(x)
+    o, _, kh, kw = w.shape
+    s = ConvShape(n, c, h, wd, o, kh, kw, tuple(stride), tuple(padding), tuple(dilation),
+                  groups, x_dtype)
+    oh, ow = s.out_hw
+    if min(oh, ow, n) <= 0 or min(padding) < 0:
+        return None
+    b = np.zeros(o, np.int32) if bias is None else bias.astype(np.int32)
+    if s.depthwise:
+        func = build_or_none(depthwise_func, s)
+        packed = w.reshape(o, kh, kw).astype(np.int32)
+    else:
+        func = build_or_none(grouped_func, s)
+        packed = pack_grouped_weights(w, groups)
+        b = b.reshape(groups, o // groups)
+    if func is None:
+        return None
+    args = [x, relax.prim_value(zp, "int32"), const(packed, str(packed.dtype)),
+            const(b, "int32")]
+    out_shape = (n, o, oh, ow) if s.depthwise else (n, groups, o // groups, oh, ow)
+    y = call_kernel(bb, func, args, out_shape)
+    return y if s.depthwise else bb.emit(R.reshape(y, (n, o, oh, ow)))
+

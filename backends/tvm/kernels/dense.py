@@ -1,0 +1,176 @@
+"""Integer dense kernels: y[m, n] = sum_k (x[m, k] - zp) * w[n, k] + bias[n] in int32
+with constant weights, and the batched matmul of two activations (attention's q @ k^T and
+p @ v), y[s] = (a[s] - za) @ (b[s] - zb).
+
+Operands: x [M, K] int8, uint8 or int16 (an activation), zp an int32 scalar,
+w the constant int8 weights pre-packed by `pack_weights` as [N/16, K/2, 16, 2] (16
+output channels x 2 reduction steps contiguous; N and K zero-padded), bias [N] int32.
+
+Schedule (per kernel call):
+1. xc[Mp, Kp] = int16(x - zp), zero-padded to the row tile and to even K;
+2. a tile of R rows x 16 output channels (R <= 6, see common.row_tile) accumulates in
+   2R ymm registers over K/2 steps of `dot_8x2` (vpbroadcastd the activation pair,
+   vpmovsxbw 16 weights, vpmaddwd + vpaddd): two weight loads and R broadcasts for 4R
+   multiply-add instructions;
+3. the tile is written out with the bias added. Tiles run in parallel.
+
+The batched matmul runs the same tiles per batch entry, with b repacked per call into
+int16 [batch, N/16, K/2, 16, 2] (centred) and `dot_8x2` loading it without sign
+extension.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import tvm
+from tvm import relax, te, tirx
+
+from backends.tvm.common import R, const, dtype_of, shape_of
+from backends.tvm.kernels.common import (LANES, PARALLEL_WORK, build_or_none, call_kernel,
+                                         ceil_div, centred, centred_fits_int16, dot_8x2, fits_int8,
+                                         kernel_func, kernel_target, row_tile,
+                                         schedule_repack, zero_point_var)
+
+COLS = 2 * LANES  # output channels per tile: two ymm accumulators per row
+
+
+def pack_weights(w: np.ndarray) -> np.ndarray:
+    """w[N, K] (values in int8) as int8 [ceil(N/16), ceil(K/2), 16, 2], zero-padded."""
+    n, k = w.shape
+    nt, kh = ceil_div(n, COLS), ceil_div(k, 2)
+    padded = np.zeros((nt * COLS, kh * 2), np.int8)
+    padded[:n, :k] = w
+    return np.ascontiguousarray(padded.reshape(nt, COLS, kh, 2).transpose(0, 2, 1, 3))
+
+
+@functools.cache
+def dense_func(m: int, n: int, k: int, x_dtype: str) -> tirx.PrimFunc:
+    """The scheduled kernel for x[m, k] (x_dtype) and packed weights of w[n, k]."""
+    rows = row_tile(m)
+    mp, kh, nt = ceil_div(m, rows) * rows, ceil_div(k, 2), ceil_div(n, COLS)
+    x = te.placeholder((m, k), x_dtype, name="x")
+    zp = zero_point_var()
+    w = te.placeholder((nt, kh, COLS, 2), "int8", name="w")
+    bias = te.placeholder((n,), "int32", name="bias")
+    xc = te.compute((mp, 2 * kh), lambda i, j: centred(
+        x, zp, (i, j), _bounds((i, j), (m, k), (mp, 2 * kh))), name="xc")
+    ko = te.reduce_axis((0, kh), "ko")
+    ki = te.reduce_axis((0, 2), "ki")
+    acc = te.compute((mp, nt, COLS), lambda i, t, j: te.sum(
+        xc[i, 2 * ko + ki].astype("int32") * w[t, ko, j, ki].astype("int32"), axis=[ko, ki]),
+        name="acc")
+    y = te.compute((m, n), lambda i, j: acc[i, j // COLS, j % COLS] + bias[j], name="y")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, zp, w, bias, y]))
+    parallel = m * n * k >= PARALLEL_WORK
+    _schedule(sch, rows, parallel, "int8")
+    schedule_repack(sch, "xc", 0, parallel)
+    return kernel_func(sch.mod["main"], f"qir_dense_{x_dtype}_m{m}_n{n}_k{k}")
+
+
+@functools.cache
+def batch_matmul_func(batch: int, m: int, n: int, k: int, a_dtype: str,
+                      b_dtype: str) -> tirx.PrimFunc:
+    """The scheduled kernel for (a[batch, m, k] - za) @ (b[batch, k, n] - zb): both
+    operands are activations, so b is packed per call, as int16 [batch, N/16, K/2, 16, 2]
+    (b - zb needs 9 bits for 8-bit b)."""
+    rows = row_tile(m)
+    mp, kh, nt = ceil_div(m, rows) * rows, ceil_div(k, 2), ceil_div(n, COLS)
+    a = te.placeholder((batch, m, k), a_dtype, name="a")
+    b = te.placeholder((batch, k, n), b_dtype, name="b")
+    za, zb = zero_point_var(), tirx.Var("zp_b", "int32")
+    ac = te.compute((batch, mp, 2 * kh), lambda s, i, j: centred(
+        a, za, (s, i, j), _bounds((i, j), (m, k), (mp, 2 * kh))), name="ac")
+    bc = te.compute((batch, nt, kh, COLS, 2), lambda s, t, ko, j, ki: centred(
+        b, zb, (s, 2 * ko + ki, t * COLS + j),
+        _bounds((2 * ko + ki, t * COLS + j), (k, n), (2 * kh, nt * COLS))), name="bc")
+    ko = te.reduce_axis((0, kh), "ko")
+    ki = te.reduce_axis((0, 2), "ki")
+    acc = te.compute((batch, mp, nt, COLS), lambda s, i, t, j: te.sum(
+        ac[s, i, 2 * ko + ki].astype("int32") * bc[s, t, ko, j, ki].astype("int32"),
+        axis=[ko, ki]), name="acc")
+    y = te.compute((batch, m, n), lambda s, i, j: acc[s, i, j // COLS, j % COLS], name="y")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([a, za, b, zb, y]))
+    parallel = batch * m * n * k >= PARALLEL_WORK
+    _schedule(sch, rows, parallel, "int16")
+    schedule_repack(sch, "ac", 1, parallel)
+    schedule_repack(sch, "bc", 1, parallel, pairs=True)
+    name = f"qir_bmm_{a_dtype}_{b_dtype}_b{batch}_m{m}_n{n}_k{k}"
+    return kernel_func(sch.mod["main"], name)
+
+
+def _bounds(index, sizes, padded) -> list:
+    """index < size for each padded dimension."""
+    return [i < size for i, size, p in zip(index, sizes, padded, strict=True) if p > size]
+
+
+def _schedule(sch: tvm.s_tir.Schedule, rows: int, parallel: bool, b_dtype: str) -> None:
+    """Tiles of `rows` x 16 accumulators (under any batch loop), in parallel."""
+    acc, y = sch.get_sblock("acc"), sch.get_sblock("y")
+    *batch, i, t, j, ko, ki = sch.get_loops(acc)
+    io, ii = sch.split(i, [None, rows])
+    jq, ji = sch.split(j, [None, LANES])
+    sch.reorder(*batch, io, t, ko, ii, jq, ji, ki)
+    sch.reverse_compute_at(y, t)
+    tiles = sch.fuse(*batch, io, t)
+    if parallel:  # parallel and vectorize come before decompose_reduction
+        sch.parallel(tiles)
+    sch.vectorize(sch.get_loops(y)[-1])
+    init = sch.decompose_reduction(acc, ko)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(ii)
+    sch.unroll(jq)
+    sch.tensorize(ji, dot_8x2(b_dtype))
+
+
+def dense(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: int,
+          w: np.ndarray, bias: np.ndarray | None) -> relax.Expr | None:
+    """sum_k (x[..., k] - zp) * w[n, k] + bias[n] in int32 through the kernel; None when
+    it does not apply (not an AVX2 llvm target, weights outside int8, x - zp outside
+    int16). `x_range` is the stored range of x."""
+    x_dtype = dtype_of(x)
+    if (kernel_target() is None or not fits_int8(w)
+            or not centred_fits_int16(x_dtype, *x_range, zp)):
+        return None
+    shape = shape_of(x)
+    n, k = w.shape
+    m = int(np.prod(shape[:-1]))
+    if m == 0 or shape[-1] != k:
+        return None
+    func = build_or_none(dense_func, m, n, k, x_dtype)
+    if func is None:
+        return None
+    b = np.zeros(n, np.int32) if bias is None else bias.astype(np.int32)
+    x2 = bb.emit(R.reshape(x, (m, k))) if len(shape) != 2 else x
+    y = call_kernel(bb, func,
+                    [x2, relax.prim_value(zp, "int32"), const(pack_weights(w), "int8"),
+                     const(b, "int32")], (m, n))
+    return bb.emit(R.reshape(y, shape[:-1] + (n,))) if len(shape) != 2 else y
+
+
+def batch_matmul(bb: relax.BlockBuilder, a: relax.Expr, a_range: tuple[int, int], za: int,
+                 b: relax.Expr, b_range: tuple[int, int], zb: int) -> relax.Expr | None:
+    """(a - za) @ (b - zb) in int32 for a[..., M, K], b[..., K, N] with equal batch
+    dimensions, through the kernel; None when it does not apply (not an AVX2 llvm target,
+    a centred operand outside int16, or a pair sum that could reach 2^31: both centred
+    operands reaching -2^15)."""
+    a_shape, b_shape = shape_of(a), shape_of(b)
+    if (kernel_target() is None or min(len(a_shape), len(b_shape)) < 2
+            or a_shape[:-2] != b_shape[:-2] or a_shape[-1] != b_shape[-2]
+            or not centred_fits_int16(dtype_of(a), *a_range, za)
+            or not centred_fits_int16(dtype_of(b), *b_range, zb)
+            or (a_range[0] - za == -(2**15) and b_range[0] - zb == -(2**15))):
+        return None
+    (m, k), n = a_shape[-2:], b_shape[-1]
+    batch = int(np.prod(a_shape[:-2]))
+    if min(batch, m, n, k) == 0:
+        return None
+    func = build_or_none(batch_matmul_func, batch, m, n, k, dtype_of(a), dtype_of(b))
+    if func is None:
+        return None
+    a3 = bb.emit(R.reshape(a, (batch, m, k)))
+    b3 = bb.emit(R.reshape(b, (batch, k, n)))
+    y = call_kernel(bb, func, [a3, relax.prim_value(za, "int32"), b3,
+                               relax.prim_value(zb, "int32")], (batch, m, n))
+    return bb.emit(R.reshape(y, a_shape[:-2] + (m, n)))
