@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+
+from bench.run import median_ms
 
 THREADS = 2
 
@@ -70,17 +70,6 @@ CASES = [
     Conv(128, 28, 128, 3, groups=128, label="depthwise"),
     Conv(64, 56, 128, 3, stride=2, label="strided"),
 ]
-
-
-def median_ms(fn, repeat: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 # --- the qir op, built two ways -------------------------------------------------------------
@@ -183,10 +172,11 @@ def measure(case, repeat: int) -> dict[str, float | None]:
     x, w, bias = operands(case)
     fp32, int8 = torch_runners(case, x, w, bias)
     with torch.no_grad():
-        out = {"torch fp32": median_ms(fp32, repeat), "torch int8": median_ms(int8, repeat)}
+        out = {"torch fp32": median_ms(fp32, repeat, 3),
+               "torch int8": median_ms(int8, repeat, 3)}
     module = qir_module(case, x, w, bias)
     kernel = tvm_runner(module, x, kernels=True)
-    out["qir kernel"] = median_ms(kernel, repeat)
+    out["qir kernel"] = median_ms(kernel, repeat, 3)
     plain = tvm_runner(module, x, kernels=False)
     out["qir plain Relax"] = median_ms(plain, max(3, repeat // 10), warmup=1)
     assert np.array_equal(kernel()[0].numpy(), plain()[0].numpy()), f"{case}: kernel != plain"
