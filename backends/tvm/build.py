@@ -15,7 +15,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from backends.tvm import exact
+from backends.tvm import cpu, exact
 from backends.tvm.common import const
 from backends.tvm.lower import to_relax
 from backends.tvm.registry import TvmBuildError, error_summary
@@ -48,6 +48,7 @@ def build(module: Module, target="llvm", *, function: str = "main",
             with tgt:
                 mod = relax.transform.LegalizeOps(exact.legalize_map())(mod)
                 mod = relax.get_pipeline("zero")(mod)
+                mod = cpu.ScheduleForCpu()(mod)
             return Compiled(tvm.compile(mod, tgt).mod, signature)
         return _build_cuda(mod, tgt, signature, cuda_format)
     except QirError:

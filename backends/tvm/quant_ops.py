@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
+from backends.tvm import fixed_point
 from backends.tvm.common import (R, cast, channel_shape, clip, const, quant_consts,
                                  round_half_even, scalar, shape_of, tvm_dtype, uniform)
 from backends.tvm.kernels.conv import conv2d
@@ -109,13 +110,17 @@ def rescale(bb, x: relax.Expr, multiplier, shift, rounding: str) -> relax.Expr:
     return bb.emit(R.add(R.right_shift(high, i64(right)), R.astype(up, I64)))
 
 
+def _clamp_range(op) -> tuple[int, int]:
+    """[clamp_min, clamp_max] of a rescaling op (default: the result's storage range)."""
+    q = op.result.type.quant
+    lo, hi = op.attr("clamp_min"), op.attr("clamp_max")
+    return (q.storage_min if lo is None else lo), (q.storage_max if hi is None else hi)
+
+
 def finish(bb, op, y: relax.Expr) -> relax.Expr:
     """y + output_zp clipped to [clamp_min, clamp_max] (default: the storage range), then
     stored in the result's dtype."""
-    q = op.result.type.quant
-    lo, hi = op.attr("clamp_min"), op.attr("clamp_max")
-    lo = q.storage_min if lo is None else lo
-    hi = q.storage_max if hi is None else hi
+    lo, hi = _clamp_range(op)
     y = bb.emit(R.add(y, i64(op.attr("output_zp"))))
     y = clip(bb, y, lo, hi)
     return R.astype(y, tvm_dtype(op.result.type))
@@ -133,11 +138,17 @@ def centered(bb, x: relax.Expr, zp: int) -> relax.Expr:
 
 @relax_lowering("qir.requantize", upcast=False)
 def requantize(op, bb, args, params):
-    x = centered(bb, args[0], op.attr("input_zp"))
     m, e = np.asarray(op.attr("multiplier")), np.asarray(op.attr("shift"))
     axis = op.attr("axis")
+    rank = op.operands[0].type.rank
+    if op.attr("rounding") == "single":
+        lo, hi = _clamp_range(op)
+        return fixed_point.requantize(bb, args[0], op.attr("input_zp"), m, e,
+                                      None if axis is None else axis % rank,
+                                      op.attr("output_zp"), lo, hi,
+                                      tvm_dtype(op.result.type))
+    x = centered(bb, args[0], op.attr("input_zp"))
     if axis is not None:
-        rank = op.operands[0].type.rank
         shape = channel_shape(rank, axis % rank, -1)
         m, e = m.reshape(shape), e.reshape(shape)
     return finish(bb, op, rescale(bb, x, m, e, op.attr("rounding")))
@@ -155,18 +166,14 @@ def qmul(op, bb, args, params):
 @relax_lowering("qir.qadd", upcast=False)
 def qadd(op, bb, args, params):
     """One rounding of (a - z_a) m_a + (b - z_b) m_b: both terms aligned to the larger
-    shift n, summed, then (s + 2^(n-1)) >> n."""
-    na, nb = 31 - op.attr("lhs_shift"), 31 - op.attr("rhs_shift")
-    n = max(na, nb)
-    terms = []
-    for i, (side, k) in enumerate((("lhs", na), ("rhs", nb))):
-        t = centered(bb, args[i], _zero_point(op.operands[i].type))
-        t = bb.emit(R.multiply(t, i64(op.attr(f"{side}_multiplier"))))
-        if n - k:
-            t = bb.emit(R.left_shift(t, i64(n - k)))
-        terms.append(t)
-    s = bb.emit(R.add(R.add(terms[0], terms[1]), i64(1 << (n - 1))))
-    return finish(bb, op, bb.emit(R.right_shift(s, i64(n))))
+    shift n, summed, then (s + 2^(n-1)) >> n (backends/tvm/fixed_point.py)."""
+    shape = tuple(op.result.type.shape)
+    a, b = (x if shape_of(x) == shape else bb.emit(R.broadcast_to(x, shape)) for x in args)
+    lo, hi = _clamp_range(op)
+    return fixed_point.add(
+        bb, a, b, _zero_point(op.operands[0].type), _zero_point(op.operands[1].type),
+        op.attr("lhs_multiplier"), op.attr("rhs_multiplier"), 31 - op.attr("lhs_shift"),
+        31 - op.attr("rhs_shift"), op.attr("output_zp"), lo, hi, tvm_dtype(op.result.type))
 
 
 # --- integer compute ops ----------------------------------------------------------------------

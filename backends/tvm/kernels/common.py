@@ -160,7 +160,8 @@ def vectorize_inner(sch: tvm.s_tir.Schedule, loop, lanes: int = 16) -> None:
 def kernel_func(func: tirx.PrimFunc, name: str) -> tirx.PrimFunc:
     """A scheduled PrimFunc ready for a Relax module: its own symbol, kept out of
     fusion."""
-    return func.with_attrs({"global_symbol": name, "op_pattern": OP_PATTERN_OPAQUE})
+    return func.with_attrs({"global_symbol": name, "op_pattern": OP_PATTERN_OPAQUE,
+                            "tirx.is_scheduled": True})
 
 
 def call_kernel(bb: relax.BlockBuilder, func: tirx.PrimFunc, args: list[relax.Expr],

@@ -1,0 +1,124 @@
+"""Single-rounding rescales (requantize, qadd) as one TE stage each, in the cheapest
+exact form for SIMD units without 64-bit vector shifts and multiplies (AVX2).
+
+The semantics (docs/semantics.md, backends/numpy/quant.py): y = (p + 2^(s-1)) >> s in
+int64, p = (x - zp_x) * M, then zp_y added and clamped. Written as Relax ops, every step
+is a separate int64 tensor; worse, a per-channel M and s loaded from int64 buffers leave
+LLVM a full 64 x 64-bit multiply and a variable 64-bit arithmetic shift, neither of
+which AVX2 has. Here:
+
+- M (0 <= M < 2^31) is an int32 table widened at use: with x an int32, the product is a
+  32 x 32 -> 64-bit signed multiply (`vpmuldq`);
+- when every shift s is at least 32, (p + r) >> s = ((p + r) >> 32) >> (s - 32): the
+  first is taking the high halves, the second an int32 shift by a per-lane amount
+  (`vpsravd`). Both are floor divisions by powers of two, so their composition is exact;
+- the clamp comes before adding zp_y (to [lo - zp_y, hi - zp_y]), so the rest stays in
+  int32 without overflowing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax, te
+from tvm import tirx as tir
+
+from backends.tvm.common import const, shape_of
+
+I32, I64 = "int32", "int64"
+
+
+class _Table:
+    """A per-channel int constant (a te tensor indexed by the channel axis), or a scalar
+    immediate when it has one value."""
+
+    def __init__(self, values: np.ndarray, dtype: str):
+        values = np.asarray(values).reshape(-1)
+        self.dtype = dtype
+        self.scalar = int(values[0]) if np.all(values == values[0]) else None
+        self.values = values
+
+    def relax_arg(self) -> list[relax.Expr]:
+        return [] if self.scalar is not None else [const(self.values, self.dtype)]
+
+    def at(self, tensor, channel) -> tir.PrimExpr:
+        if self.scalar is not None:
+            return tir.const(self.scalar, self.dtype)
+        return tensor[channel]
+
+
+def _narrow(s: np.ndarray) -> bool:
+    """Whether every shift is at least 32: the shift then finishes in int32."""
+    return int(np.min(s)) >= 32
+
+
+def _round_shift_clamp(v: tir.PrimExpr, narrow: bool, shift: tir.PrimExpr, zp_out: int,
+                       lo: int, hi: int, out_dtype: str) -> tir.PrimExpr:
+    """clamp((v >> s) + zp_out, lo, hi) as out_dtype, for int64 v (the rounding term
+    already added); `shift` is s, or s - 32 when `narrow`."""
+    if narrow:
+        y = tir.shift_right(tir.Cast(I32, tir.shift_right(v, tir.const(32, I64))), shift)
+    else:
+        y = tir.shift_right(v, shift)
+    dtype = I32 if narrow else I64
+    y = tir.min(tir.max(y, tir.const(lo - zp_out, dtype)), tir.const(hi - zp_out, dtype))
+    if zp_out:
+        y = y + tir.const(zp_out, dtype)
+    return tir.Cast(out_dtype, y)
+
+
+def requantize(bb: relax.BlockBuilder, x: relax.Expr, zp_in: int, multiplier, shift,
+               axis: int | None, zp_out: int, lo: int, hi: int, out_dtype: str
+               ) -> relax.Expr:
+    """clamp(zp_out + round((x - zp_in) * M * 2^(e - 31)), lo, hi) with single rounding;
+    M and e scalars or per-channel along `axis`."""
+    m = np.asarray(multiplier, dtype=np.int64).reshape(-1)
+    s = 31 - np.asarray(shift, dtype=np.int64).reshape(-1)
+    narrow = _narrow(s)
+    tables = [_Table(m, I32), _Table(np.left_shift(np.int64(1), s - 1), I64),
+              _Table(s - 32 if narrow else s, I32 if narrow else I64)]
+
+    def compute(xt, *consts):
+        it = iter(consts)
+        tensors = [next(it) if t.scalar is None else None for t in tables]
+
+        def element(*i):
+            c = i[axis] if axis is not None else None
+            m_c, r_c, s_c = (t.at(tensor, c) for t, tensor in zip(tables, tensors))
+            xv = xt(*i).astype(I64)
+            if zp_in:
+                xv = xv - tir.const(zp_in, I64)
+            return _round_shift_clamp(xv * m_c.astype(I64) + r_c, narrow, s_c, zp_out, lo,
+                                      hi, out_dtype)
+
+        return te.compute(shape_of(x), element, name="requantize")
+
+    args = [x] + [a for t in tables for a in t.relax_arg()]
+    return bb.emit_te(compute, *args, primfunc_name_hint="requantize")
+
+
+def add(bb: relax.BlockBuilder, a: relax.Expr, b: relax.Expr, zp_a: int, zp_b: int,
+        m_a: int, m_b: int, n_a: int, n_b: int, zp_out: int, lo: int, hi: int,
+        out_dtype: str) -> relax.Expr:
+    """qadd with single rounding: ((a - zp_a) m_a 2^(n - n_a) + (b - zp_b) m_b 2^(n - n_b)
+    + 2^(n-1)) >> n, n = max(n_a, n_b), then zp_out and the clamp (a and b of one
+    shape: the lowering broadcasts first)."""
+    n = max(n_a, n_b)
+    narrow = _narrow(np.asarray([n]))
+    shift = tir.const(n - 32, I32) if narrow else tir.const(n, I64)
+
+    def term(t, i, zp, m, k):
+        v = t(*i).astype(I64)
+        if zp:
+            v = v - tir.const(zp, I64)
+        v = v * tir.const(m, I64)
+        return tir.shift_left(v, tir.const(n - k, I64)) if n - k else v
+
+    def compute(at, bt):
+        def element(*i):
+            v = term(at, i, zp_a, m_a, n_a) + term(bt, i, zp_b, m_b, n_b)
+            return _round_shift_clamp(v + tir.const(1 << (n - 1), I64), narrow, shift,
+                                      zp_out, lo, hi, out_dtype)
+
+        return te.compute(shape_of(a), element, name="qadd")
+
+    return bb.emit_te(compute, a, b, primfunc_name_hint="qadd")
