@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", action="store_true", help="print markdown tables")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+    os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))
     import logging
     import warnings
 

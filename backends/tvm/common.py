@@ -97,9 +97,9 @@ def uniform(a: np.ndarray):
 
 
 def round_half_even(bb: relax.BlockBuilder, v: relax.Expr) -> relax.Expr:
-    """Round to the nearest integer, ties to even. In TVM 0.27 `R.round` legalizes to
-    `nearbyint` (llvm.nearbyint on CPUs, nearbyintf in CUDA), which rounds ties to even
-    under the default rounding mode; tests/backends/tvm checks the ties."""
+    """Round to the nearest integer, ties to even: `R.round`, which qir legalizes to
+    llvm.roundeven on CPUs and nearbyintf (ties to even under the default rounding
+    mode) in CUDA (backends/tvm/exact.py); tests/backends/tvm checks the ties."""
     return bb.emit(R.round(v))
 
 

@@ -12,8 +12,12 @@ scheduled and skipped):
   each remaining block's trailing loops vectorised, its outer loops fused and run in
   parallel when there is enough work;
 - functions with reductions (softmax, layer/group norm, mean, pooling): single-consumer
-  injective producers inlined; then dlight's CPU reduction rule (rows in parallel,
+  injective producers inlined; then, as dlight's CPU reduction rule does, every block
+  computed row by row under the last block's leading spatial loops (rows in parallel,
   injective blocks vectorised), else each block's leading spatial loops in parallel.
+
+A kernel runs in parallel only when its work (see `_work`) outweighs starting TVM's
+thread pool.
 
 No schedule here reorders a reduction: each one still adds in index order, one element
 after the other, as the numpy interpreter does (docs/semantics.md), so the builds stay
@@ -33,7 +37,7 @@ log = logging.getLogger(__name__)
 
 KEEP_STAGE = "keep"  # block name of floatmath's stored values (backends/tvm/floatmath.py)
 LANES = 16  # elements per vector chunk (int8 outputs: one xmm; float32: two ymm)
-PARALLEL_MIN = 1 << 14  # elements below which a block runs on one thread
+PARALLEL_WORK = 1 << 17  # see _work: below it a kernel runs on one thread
 
 
 @module_pass(opt_level=0, name="QirCpuSchedule")
@@ -68,19 +72,45 @@ def schedule_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     infos = normalize_prim_func(sch)
     if not infos:
         return None
+    parallel = _work(func, infos) >= PARALLEL_WORK
     if all(b.is_injective() for b in infos):
-        for block in _inline(sch, [b.block_rv for b in infos], single_consumer=False):
-            _schedule_spatial(sch, block)
+        left = _inline(sch, [b.block_rv for b in infos], single_consumer=False)
+        kept = [b for b in left if sch.get(b).name_hint.startswith(KEEP_STAGE)]
+        outputs = [b for b in left if b not in kept]
+        at = None
+        for block in outputs:
+            at = _schedule_spatial(sch, block, parallel)
+        if len(outputs) == 1 and at is not None:
+            kept = _compute_kept_at(sch, kept, at)
+        for block in kept:
+            _schedule_spatial(sch, block, parallel)
         return sch.mod["main"]
     _inline(sch, [b.block_rv for b in infos if b.is_injective()], single_consumer=True)
     inlined = sch.mod["main"]
-    reduced = _reduction_rule(inlined)
-    if reduced is not None:
-        return reduced
+    try:
+        rows = _schedule_rows(inlined, parallel)
+    except Exception:  # noqa: BLE001  (compute_at refused: schedule block by block)
+        rows = None
+    if rows is not None:
+        return rows
     sch = s_tir.Schedule(inlined)
     for block in sch.get_child_blocks(sch.get_sblock("root")):
-        _parallel_spatial_prefix(sch, block)
+        _schedule_reduction_block(sch, block, parallel)
     return sch.mod["main"]
+
+
+def _work(func: tirx.PrimFunc, infos) -> float:
+    """A rough cost of running `func` once: TVM's count of its arithmetic plus the
+    iterations of its blocks. Below PARALLEL_WORK, starting the thread pool (~1 us)
+    costs more than the second core saves."""
+    flops = float(tvm.get_global_func("s_tir.analysis.EstimateTIRFlops")(func.body))
+    iterations = 0
+    for info in infos:
+        n = 1
+        for d in info.dom():
+            n *= int(d) if isinstance(d, (int, tirx.IntImm)) else 1
+        iterations += n
+    return flops + iterations
 
 
 def _inline(sch: s_tir.Schedule, blocks: list, single_consumer: bool) -> list:
@@ -113,40 +143,64 @@ def _extent(sch: s_tir.Schedule, loop) -> int | None:
     return int(extent) if isinstance(extent, tirx.IntImm) else None
 
 
-def _schedule_spatial(sch: s_tir.Schedule, block) -> None:
+def _schedule_spatial(sch: s_tir.Schedule, block, parallel: bool):
     """Vectorise the trailing loops of an injective block (fused until they hold a
     multiple of LANES, or enough elements), fuse the others and run them in parallel
-    when the block is big enough."""
+    when `parallel`. Returns the loop just above the vector chunk (where producers can
+    be computed chunk by chunk), or None."""
     from backends.tvm.kernels.common import vectorize_inner
 
     loops = sch.get_loops(block)
     extents = [_extent(sch, lp) for lp in loops]
     if not loops or None in extents:
-        return
-    total = 1
-    for e in extents:
-        total *= e
+        return None
     k, inner = len(loops) - 1, extents[-1]
     while k > 0 and inner % LANES and inner < 4 * LANES:
         k -= 1
         inner *= extents[k]
     vec = sch.fuse(*loops[k:]) if k < len(loops) - 1 else loops[k]
-    parallel = total >= PARALLEL_MIN
-    if k == 0:  # one loop for everything: its vector chunks in parallel
-        if inner % LANES == 0 and inner > LANES:
-            outer, vec = sch.split(vec, [None, LANES])
-            if parallel:
-                sch.parallel(outer)
-        vectorize_inner(sch, vec, LANES)
-        return
-    outer = sch.fuse(*loops[:k]) if k > 1 else loops[0]
-    if parallel:
+    outer = None
+    if k:
+        outer = sch.fuse(*loops[:k]) if k > 1 else loops[0]
+    elif inner % LANES == 0 and inner > LANES:  # one loop for everything: chunk it
+        outer, vec = sch.split(vec, [None, LANES])
+    if outer is not None and parallel:
         sch.parallel(outer)
     vectorize_inner(sch, vec, LANES)
+    return sch.get_loops(block)[-2] if len(sch.get_loops(block)) > 1 else None
 
 
-def _parallel_spatial_prefix(sch: s_tir.Schedule, block) -> None:
-    """Run the leading spatial loops of a root block in parallel (when big enough)."""
+def _compute_kept_at(sch: s_tir.Schedule, kept: list, loop) -> list:
+    """Compute the float formulas' stored values chunk by chunk under `loop` (the
+    output's loop above its vector chunk), last producer first, each vectorised; returns
+    those that could not be moved."""
+    from backends.tvm.kernels.common import vectorize_inner
+
+    depth = _depth(sch, loop) + 1
+    left = []
+    for block in reversed(kept):
+        try:
+            sch.compute_at(block, loop, preserve_unit_loops=True)
+        except Exception:  # noqa: BLE001  (a region compute_at cannot cover)
+            left.append(block)
+            continue
+        mine = sch.get_loops(block)[depth:]
+        if mine:
+            vectorize_inner(sch, sch.fuse(*mine) if len(mine) > 1 else mine[0], LANES)
+    return left
+
+
+def _depth(sch: s_tir.Schedule, loop) -> int:
+    """How many loops enclose `loop`."""
+    n, sref = 0, sch.get_sref(loop).parent
+    while sref is not None and isinstance(sref.stmt, tirx.For):
+        n, sref = n + 1, sref.parent
+    return n
+
+
+def _schedule_reduction_block(sch: s_tir.Schedule, block, parallel: bool) -> None:
+    """A root block of a function with reductions, when dlight's rule does not apply:
+    its leading spatial loops fused (and run in parallel when `parallel`)."""
     stmt = sch.get(block)
     loops = sch.get_loops(block)
     spatial = []
@@ -154,22 +208,36 @@ def _parallel_spatial_prefix(sch: s_tir.Schedule, block) -> None:
         if iv.iter_type != tirx.IterVar.DataPar or _extent(sch, loop) is None:
             break
         spatial.append(loop)
-    if not spatial:
-        return
-    work = 1
-    for loop in spatial:
-        work *= _extent(sch, loop)
-    if work < 2:
+    if not spatial or not parallel:
         return
     fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     sch.parallel(fused)
 
 
-def _reduction_rule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
-    """dlight's CPU reduction schedule (softmax, norms: rows in parallel, injective
-    blocks vectorised, reductions in order), or None when it does not apply."""
-    from tvm.s_tir import dlight as dl
+def _schedule_rows(func: tirx.PrimFunc, parallel: bool) -> tirx.PrimFunc | None:
+    """Softmax, norms, sums (after dlight's CPU reduction rule): every block computed
+    under the leading spatial loops of the last one (rows, in parallel when `parallel`),
+    injective blocks vectorised, reductions left in order. None when the blocks do not
+    share leading spatial loops."""
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
 
-    target = tvm.target.Target.current(allow_none=False)
-    sch = dl.cpu.Reduction().apply(func, target, False)
-    return sch.mod["main"] if sch is not None else None
+    from backends.tvm.kernels.common import vectorize_inner
+
+    sch = s_tir.Schedule(func)
+    infos = normalize_prim_func(sch)
+    if not infos or any(not b.dom_kind().startswith("S") for b in infos):
+        return None
+    lead = min(len(b.dom_kind()) - len(b.dom_kind().lstrip("S")) for b in infos)
+    last = infos[-1]
+    loops = sch.get_loops(last.block_rv)
+    rows = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
+    if parallel:
+        sch.parallel(rows)
+    for info in reversed(infos[:-1]):
+        sch.compute_at(info.block_rv, rows, preserve_unit_loops=True)
+    depth = _depth(sch, rows) + 1
+    for info in infos:
+        mine = sch.get_loops(info.block_rv)[depth:]
+        if info.is_injective() and mine:
+            vectorize_inner(sch, sch.fuse(*mine) if len(mine) > 1 else mine[0], LANES)
+    return sch.mod["main"]

@@ -63,7 +63,49 @@ def _multiply(a, b) -> te.Tensor:
                       name="T_multiply")
 
 
+_FLOAT_BITS = {"float16": ("int16", 0x7C00), "bfloat16": ("int16", 0x7F80),
+               "float32": ("int32", 0x7F800000), "float64": ("int64", 0x7FF0000000000000)}
+
+
+def isnan(x: tir.PrimExpr) -> tir.PrimExpr:
+    """Whether x is a NaN, from its bits: |bits| above the infinity's. TIR's own isnan
+    stops TVM's loop vectorizer (the whole loop turns scalar), and `x != x` is folded
+    to false by TVM's simplifier."""
+    dtype = str(x.ty)
+    if dtype not in _FLOAT_BITS:
+        return tir.isnan(x)
+    int_dtype, inf = _FLOAT_BITS[dtype]
+    bits = tir.reinterpret(int_dtype, x) & tir.const((1 << (int(int_dtype[3:]) - 1)) - 1,
+                                                      int_dtype)
+    return bits > tir.const(inf, int_dtype)
+
+
+def round_even(x: tir.PrimExpr) -> tir.PrimExpr:
+    """x rounded to the nearest integer, ties to even. TIR's nearbyint does this too, but
+    TVM's loop vectorizer does not vectorise it (the loop turns scalar); on llvm
+    `llvm.roundeven` is the same rounding and vectorises (vroundps)."""
+    dtype = str(x.ty)
+    if target_kind() == "cuda" or not dtype.startswith("float"):
+        return tir.nearbyint(x)
+    return tir.call_llvm_pure_intrin(dtype, "llvm.roundeven", x)
+
+
+def _round(x: te.Tensor) -> te.Tensor:
+    if not str(x.dtype).startswith("float"):
+        return x
+    return te.compute(x.shape, lambda *i: round_even(x(*i)), name="T_round")
+
+
+def _isnan(x: te.Tensor) -> te.Tensor:
+    return te.compute(x.shape, lambda *i: isnan(x(*i)), name="T_isnan")
+
+
 def legalize_map() -> dict:
-    """LegalizeOps overrides: relax.multiply with rounded products."""
+    """LegalizeOps overrides: relax.multiply with rounded products; relax.isnan and
+    relax.round in forms that vectorise."""
     return {"relax.multiply": lambda bb, call: bb.call_te(_multiply, *call.args,
-                                                           primfunc_name_hint="multiply")}
+                                                           primfunc_name_hint="multiply"),
+            "relax.isnan": lambda bb, call: bb.call_te(_isnan, call.args[0],
+                                                        primfunc_name_hint="isnan"),
+            "relax.round": lambda bb, call: bb.call_te(_round, call.args[0],
+                                                        primfunc_name_hint="round")}

@@ -20,6 +20,7 @@ from tvm import te
 from tvm import tirx as tir
 
 from backends.tvm.common import dtype_of
+from backends.tvm import exact
 from backends.tvm.exact import rounded_product, target_kind as _target_kind
 from qir import floatmath
 
@@ -72,7 +73,7 @@ class TeArith:
 
     @staticmethod
     def isnan(x: Value) -> Value:
-        return x.map(tir.isnan)
+        return x.map(exact.isnan)
 
     @staticmethod
     def abs(x: Value) -> Value:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from tvm import relax, te, tirx
 
 from backends.tvm.common import dtype_of
+from backends.tvm.exact import round_even
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def _encode(x, fmt: Fp8Format, dtype: str):
     # Subnormal range (|x| < 2^(1 - bias)): |x| / 2^(1 - bias - man_bits), rounded.
     scaled = tirx.reinterpret("float32", a) * tirx.const(
         2.0 ** (fmt.bias - 1 + fmt.man_bits), "float32")
-    sub = tirx.nearbyint(scaled).astype("uint32")  # ties to even
+    sub = round_even(scaled).astype("uint32")  # ties to even
     min_normal_bits = (1 - fmt.bias + 127) << 23
     mag = tirx.Select(a < _u32(min_normal_bits), sub, normal)
     mag = tirx.Select(mag > _u32(fmt.max_code), _u32(fmt.overflow_code), mag)

@@ -8,6 +8,7 @@ keys) inside the artifact, as a constant returned by the Relax function
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,19 @@ from qir import QirError
 from qir.ir import Function
 
 SIGNATURE_FUNCTION = "qir_signature"
+
+
+def _default_threads() -> None:
+    """Run parallel kernels on every CPU this process may use, unless TVM_NUM_THREADS or
+    OMP_NUM_THREADS says otherwise: TVM's own default counts physical cores, and on a
+    VM whose vCPUs look like SMT siblings that is one (a parallel loop then runs on one
+    thread and still pays the pool's ~7 us launch). Read once, when TVM's thread pool
+    starts."""
+    if not (os.environ.get("TVM_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")):
+        os.environ["TVM_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
+
+
+_default_threads()
 
 # Inputs converted silently, as the numpy interpreter does: (given, expected).
 _LOSSLESS_ENOUGH = {(np.dtype(np.float64), np.dtype(np.float32)),
@@ -111,9 +125,9 @@ class Compiled:
         returns the outputs keyed like backends.numpy.run."""
         vm = self.vm
         dev = self._device()
-        args = [tvm.runtime.tensor(a, device=dev) for a in self._bind(inputs)]
+        args = [_to_device(a, dev) for a in self._bind(inputs)]
         out = vm[self.signature.function](*args)
-        return {key: out[i].numpy() for i, key in enumerate(self.signature.outputs)}
+        return {key: _to_numpy(out[i]) for i, key in enumerate(self.signature.outputs)}
 
     def _bind(self, inputs) -> list[np.ndarray]:
         sig = self.signature
@@ -163,6 +177,27 @@ class Compiled:
             raise TvmBuildError(f"export_library({path!r}) failed: {type(e).__name__}: "
                                 f"{error_summary(e)}") from e
         return path
+
+
+def _to_device(a: np.ndarray, dev) -> tvm.runtime.Tensor:
+    """`a` as a TVM tensor on `dev`: the host array itself (DLPack, no copy) on the CPU,
+    else a copy (tvm.runtime.tensor costs ~30 us even for a small array)."""
+    if dev.dlpack_device_type() == tvm.cpu().dlpack_device_type():
+        try:
+            return tvm.runtime.from_dlpack(a)
+        except Exception:  # noqa: BLE001  (read-only or unaligned: copy it)
+            pass
+    return tvm.runtime.tensor(a, device=dev)
+
+
+def _to_numpy(t: tvm.runtime.Tensor) -> np.ndarray:
+    """A numpy copy of an output (the VM reuses its memory on the next call)."""
+    if t.device.dlpack_device_type() == tvm.cpu().dlpack_device_type():
+        try:
+            return np.from_dlpack(t).copy()
+        except Exception:  # noqa: BLE001  (a dtype numpy's DLPack does not know)
+            pass
+    return t.numpy()
 
 
 def _loadable_here(mod: tvm.runtime.Module) -> bool:
