@@ -28,6 +28,7 @@ the fence is an LLVM intrinsic on vector types too.
 from __future__ import annotations
 
 import logging
+import re
 
 import tvm
 from tvm import s_tir, tirx
@@ -115,15 +116,16 @@ def _work(func: tirx.PrimFunc, infos) -> float:
 
 def _inline(sch: s_tir.Schedule, blocks: list, single_consumer: bool) -> list:
     """Inline what can be of `blocks` (into their consumers, else their producer into
-    them); returns the blocks left. Keep stages stay; with `single_consumer`, so do
-    blocks read by several others (inlined, they would be computed more than once)."""
+    them); returns the blocks left. Keep stages stay; so do blocks a consumer reads more
+    than once (inlined, their arithmetic would be repeated: a chain of squarings grows
+    exponentially), and, with `single_consumer`, blocks read by several others."""
     left = list(blocks)
     progress = True
     while progress:
         progress = False
         for block in list(left):
             name = sch.get(block).name_hint
-            if name.startswith(KEEP_STAGE):
+            if name.startswith(KEEP_STAGE) or _read_repeatedly(sch, block):
                 continue
             if single_consumer and len(sch.get_consumers(block)) > 1:
                 continue
@@ -136,6 +138,16 @@ def _inline(sch: s_tir.Schedule, blocks: list, single_consumer: bool) -> list:
                 progress = True
                 break
     return left
+
+
+def _read_repeatedly(sch: s_tir.Schedule, block) -> bool:
+    """Whether a consumer of `block` loads its result at more than one place."""
+    stmt = sch.get(block)
+    if len(stmt.writes) != 1:
+        return True
+    loads = re.compile(rf"\b{re.escape(stmt.writes[0].buffer.name)}\[")
+    return any(len(loads.findall(str(sch.get(c).body))) > 1
+               for c in sch.get_consumers(block))
 
 
 def _extent(sch: s_tir.Schedule, loop) -> int | None:

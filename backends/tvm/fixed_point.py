@@ -60,6 +60,8 @@ def _round_shift_clamp(v: tir.PrimExpr, narrow: bool, shift: tir.PrimExpr, zp_ou
     else:
         y = tir.shift_right(v, shift)
     dtype = I32 if narrow else I64
+    if narrow:  # y is an int32 already: bounds beyond int32 change nothing
+        lo, hi = max(lo, -(2**31) + zp_out), min(hi, 2**31 - 1 + zp_out)
     y = tir.min(tir.max(y, tir.const(lo - zp_out, dtype)), tir.const(hi - zp_out, dtype))
     if zp_out:
         y = y + tir.const(zp_out, dtype)
