@@ -2,8 +2,10 @@
 
 - llvm: legalize every op to TIR (float products rounded on their own:
   backends/tvm/exact.py), then Relax's "zero" pipeline (annotate, fold constants, fuse
-  elementwise chains into their producers) then `tvm.compile`. TVM's default llvm build
-  does not fuse, which leaves every intermediate in memory.
+  elementwise chains into their producers), then qir's CPU schedules for every fused
+  kernel (backends/tvm/cpu.py; the integer kernels come scheduled), then `tvm.compile`.
+  TVM's default llvm build neither fuses nor schedules: every intermediate would sit in
+  memory, every loop scalar and single-threaded.
 - cuda: the same legalize + fuse, then dlight's GPU schedules per kernel
   (backends/tvm/cuda.py), then `tvm.compile` with qir's exact nvcc settings. On a machine
   without a CUDA driver the device code is compiled here with nvcc and packed into
@@ -45,10 +47,7 @@ def build(module: Module, target="llvm", *, function: str = "main",
     mod = _with_signature(mod, signature)
     try:
         if kind == "llvm":
-            with tgt:
-                mod = relax.transform.LegalizeOps(exact.legalize_map())(mod)
-                mod = relax.get_pipeline("zero")(mod)
-                mod = cpu.ScheduleForCpu()(mod)
+            mod, _ = schedule_llvm(mod, tgt)
             return Compiled(tvm.compile(mod, tgt).mod, signature)
         return _build_cuda(mod, tgt, signature, cuda_format)
     except QirError:
@@ -56,6 +55,19 @@ def build(module: Module, target="llvm", *, function: str = "main",
     except Exception as e:  # noqa: BLE001  (a TVM failure: report it as ours, readably)
         raise TvmBuildError(f"TVM failed to compile @{function} for {kind}: "
                             f"{type(e).__name__}: {error_summary(e)}") from e
+
+
+def schedule_llvm(mod: tvm.IRModule, tgt: tvm.target.Target
+                  ) -> tuple[tvm.IRModule, cpu.ScheduleForCpu]:
+    """The llvm build's Relax-to-TIR steps: legalize (exact float products), fuse, and
+    schedule every kernel (backends/tvm/cpu.py); also returns the scheduling pass, whose
+    `unscheduled` names the kernels left without a schedule."""
+    schedule = cpu.ScheduleForCpu()
+    with tgt:
+        mod = relax.transform.LegalizeOps(exact.legalize_map())(mod)
+        mod = relax.get_pipeline("zero")(mod)
+        mod = schedule(mod)
+    return mod, schedule
 
 
 def _with_signature(mod: tvm.IRModule, signature: Signature) -> tvm.IRModule:

@@ -39,12 +39,17 @@ log = logging.getLogger(__name__)
 KEEP_STAGE = "keep"  # block name of floatmath's stored values (backends/tvm/floatmath.py)
 LANES = 16  # elements per vector chunk (int8 outputs: one xmm; float32: two ymm)
 PARALLEL_WORK = 1 << 17  # see _work: below it a kernel runs on one thread
+SMALL_EXPR = 400  # TVMScript characters of a block cheap enough to copy (see _inline)
 
 
 @module_pass(opt_level=0, name="QirCpuSchedule")
 class ScheduleForCpu:
     """Schedule every PrimFunc of the module that is not scheduled yet (see the module
-    docstring); a function no rule applies to is left as it is."""
+    docstring); a function no rule applies to is left as it is, and its name and the
+    reason recorded in `unscheduled`."""
+
+    def __init__(self):
+        self.unscheduled: dict[str, str] = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         updated = {}
@@ -54,19 +59,36 @@ class ScheduleForCpu:
                 continue
             try:
                 scheduled = schedule_kernel(func)
+                if scheduled is not None and not _well_formed(scheduled):
+                    # TVM's compute_inline has dropped a buffer that was still read
+                    # (seen on long where/shift chains): schedule without inlining.
+                    scheduled = schedule_kernel(func, inline=False)
+                    if scheduled is not None and not _well_formed(scheduled):
+                        raise ValueError("the schedule is not well formed")
             except Exception as e:  # noqa: BLE001  (an unforeseen shape: keep it unscheduled)
                 log.debug("no CPU schedule for %s: %s", gvar.name_hint, e)
+                self.unscheduled[gvar.name_hint] = f"{type(e).__name__}: {e}"[:300]
                 continue
-            if scheduled is not None:
+            if scheduled is None:
+                self.unscheduled[gvar.name_hint] = "no blocks in normal form"
+            else:
                 updated[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
         for gvar, func in updated.items():
             mod[gvar] = func
         return mod
 
 
-def schedule_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
-    """`func` scheduled for the current llvm target, or None when it has no blocks to
-    schedule (already opaque, or not in normal form)."""
+def _well_formed(func: tirx.PrimFunc) -> bool:
+    """Whether every buffer `func` reads is a parameter or allocated: TVMScript declares
+    any other in the body (`name = T.Buffer(...)`). (TVM's verify_well_formed does not
+    take s_tir blocks.)"""
+    return re.search(r"^\s+\w+ = T\.Buffer\(", func.script(), re.MULTILINE) is None
+
+
+def schedule_kernel(func: tirx.PrimFunc, inline: bool = True) -> tirx.PrimFunc | None:
+    """`func` scheduled for the current llvm target (without inlining any block when
+    not `inline`), or None when it has no blocks to schedule (already opaque, or not in
+    normal form)."""
     from tvm.s_tir.dlight.analysis import normalize_prim_func
 
     sch = s_tir.Schedule(func)
@@ -75,18 +97,20 @@ def schedule_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
         return None
     parallel = _work(func, infos) >= PARALLEL_WORK
     if all(b.is_injective() for b in infos):
-        left = _inline(sch, [b.block_rv for b in infos], single_consumer=False)
-        kept = [b for b in left if sch.get(b).name_hint.startswith(KEEP_STAGE)]
-        outputs = [b for b in left if b not in kept]
-        at = None
-        for block in outputs:
-            at = _schedule_spatial(sch, block, parallel)
-        if len(outputs) == 1 and at is not None:
-            kept = _compute_kept_at(sch, kept, at)
-        for block in kept:
+        left = [b.block_rv for b in infos]
+        if inline:
+            left = _inline(sch, left, single_consumer=False)
+        # The last block writes the output; the others (kept values, values read at
+        # two places) are computed chunk by chunk under its loops where they can be.
+        *inner, last = left
+        at = _schedule_spatial(sch, last, parallel)
+        if at is not None:
+            inner = _compute_kept_at(sch, inner, at)
+        for block in inner:
             _schedule_spatial(sch, block, parallel)
         return sch.mod["main"]
-    _inline(sch, [b.block_rv for b in infos if b.is_injective()], single_consumer=True)
+    if inline:
+        _inline(sch, [b.block_rv for b in infos if b.is_injective()], single_consumer=True)
     inlined = sch.mod["main"]
     try:
         rows = _schedule_rows(inlined, parallel)
@@ -116,20 +140,23 @@ def _work(func: tirx.PrimFunc, infos) -> float:
 
 def _inline(sch: s_tir.Schedule, blocks: list, single_consumer: bool) -> list:
     """Inline what can be of `blocks` (into their consumers, else their producer into
-    them); returns the blocks left. Keep stages stay; so do blocks a consumer reads more
-    than once (inlined, their arithmetic would be repeated: a chain of squarings grows
-    exponentially), and, with `single_consumer`, blocks read by several others."""
+    them); returns the blocks left. Keep stages stay. A value is only inlined where it
+    is loaded once, unless its expression is small (SMALL_EXPR): copies of copies grow
+    exponentially (a chain of squarings; diamonds of where/select). With
+    `single_consumer`, a block read by several others stays too."""
     left = list(blocks)
     progress = True
     while progress:
         progress = False
         for block in list(left):
-            name = sch.get(block).name_hint
-            if name.startswith(KEEP_STAGE) or _read_repeatedly(sch, block):
+            if sch.get(block).name_hint.startswith(KEEP_STAGE):
                 continue
             if single_consumer and len(sch.get_consumers(block)) > 1:
                 continue
-            for inline in (sch.compute_inline, sch.reverse_compute_inline):
+            for inline, allowed in ((sch.compute_inline, _may_inline),
+                                    (sch.reverse_compute_inline, _may_reverse_inline)):
+                if not allowed(sch, block):
+                    continue
                 try:
                     inline(block)
                 except Exception:  # noqa: BLE001  (not inlinable: an output, a reduction)
@@ -140,14 +167,33 @@ def _inline(sch: s_tir.Schedule, blocks: list, single_consumer: bool) -> list:
     return left
 
 
-def _read_repeatedly(sch: s_tir.Schedule, block) -> bool:
-    """Whether a consumer of `block` loads its result at more than one place."""
-    stmt = sch.get(block)
-    if len(stmt.writes) != 1:
+def _small(sch: s_tir.Schedule, block) -> bool:
+    return len(str(sch.get(block).body)) <= SMALL_EXPR
+
+
+def _loads(sch: s_tir.Schedule, reader, writer) -> int:
+    """At how many places block `reader` loads what block `writer` writes."""
+    writes = sch.get(writer).writes
+    if len(writes) != 1:
+        return 2
+    name = re.escape(writes[0].source.name)
+    return len(re.findall(rf"\b{name}\[", str(sch.get(reader).body)))
+
+
+def _may_inline(sch: s_tir.Schedule, block) -> bool:
+    """Whether inlining `block` into its consumers copies it at most once (or it is
+    small)."""
+    consumers = sch.get_consumers(block)
+    if len(consumers) == 1 and _loads(sch, consumers[0], block) == 1:
         return True
-    loads = re.compile(rf"\b{re.escape(stmt.writes[0].buffer.name)}\[")
-    return any(len(loads.findall(str(sch.get(c).body))) > 1
-               for c in sch.get_consumers(block))
+    return _small(sch, block)
+
+
+def _may_reverse_inline(sch: s_tir.Schedule, block) -> bool:
+    """Whether inlining `block` into its producer copies the producer's value at most
+    once (or the producer is small)."""
+    return all(_loads(sch, block, p) <= 1 or _small(sch, p)
+               for p in sch.get_producers(block))
 
 
 def _extent(sch: s_tir.Schedule, loop) -> int | None:
@@ -171,6 +217,10 @@ def _schedule_spatial(sch: s_tir.Schedule, block, parallel: bool):
         k -= 1
         inner *= extents[k]
     vec = sch.fuse(*loops[k:]) if k < len(loops) - 1 else loops[k]
+    if _divides_by_variable(sch, block):  # TVM 0.27 miscompiles it vectorised
+        if parallel and k:
+            sch.parallel(sch.fuse(*loops[:k]) if k > 1 else loops[0])
+        return None
     outer = None
     if k:
         outer = sch.fuse(*loops[:k]) if k > 1 else loops[0]
@@ -182,10 +232,19 @@ def _schedule_spatial(sch: s_tir.Schedule, block, parallel: bool):
     return sch.get_loops(block)[-2] if len(sch.get_loops(block)) > 1 else None
 
 
+_VARIABLE_DIVISOR = re.compile(r"(//|%) (?!T\.u?int\d+\(|-?\d)")
+
+
+def _divides_by_variable(sch: s_tir.Schedule, block) -> bool:
+    """Whether the block divides integers by a non-constant: vectorised, TVM 0.27's
+    lowering of such a floordiv fails ("mismatched types int32x10 vs. int32")."""
+    return _VARIABLE_DIVISOR.search(str(sch.get(block).body)) is not None
+
+
 def _compute_kept_at(sch: s_tir.Schedule, kept: list, loop) -> list:
-    """Compute the float formulas' stored values chunk by chunk under `loop` (the
-    output's loop above its vector chunk), last producer first, each vectorised; returns
-    those that could not be moved."""
+    """Compute the blocks `kept` chunk by chunk under `loop` (the output's loop above
+    its vector chunk), last producer first, each vectorised; returns those that could
+    not be moved (an output of its own, a region compute_at cannot cover)."""
     from backends.tvm.kernels.common import vectorize_inner
 
     depth = _depth(sch, loop) + 1

@@ -155,13 +155,17 @@ def clamp(op, bb, args, params):
 def int_divide(bb, a, b):
     """Integer division truncating toward zero; division by zero gives 0 and
     INT_MIN / -1 wraps (numpy's results, without the hardware trap)."""
-    zero, one = scalar(0, a), scalar(1, a)
+    zero = scalar(0, a)
     signed = not dtype_of(a).startswith("uint")
-    trap = bb.emit(R.equal(b, zero))
     if signed:
         minus_one = bb.emit(R.equal(b, scalar(-1, b)))
-        trap = bb.emit(R.logical_or(trap, minus_one))
-    safe = bb.emit(R.where(trap, one, b))
+    # The safe divisor by arithmetic, not a select: TVM's simplifier rewrites
+    # a // where(c, 1, b) into where(c, a, a // b), which divides by the 0 anyway once
+    # vectorised (both arms evaluated).
+    safe = bb.emit(R.add(b, R.astype(R.equal(b, zero), dtype_of(b))))
+    if signed:
+        safe = bb.emit(R.add(safe, R.multiply(R.astype(minus_one, dtype_of(b)),
+                                              scalar(2, b))))
     q = bb.emit(R.floor_divide(a, safe))
     if signed:
         fix = bb.emit(R.logical_and(R.less(q, zero), R.not_equal(R.multiply(q, safe), a)))
