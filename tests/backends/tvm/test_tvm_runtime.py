@@ -41,6 +41,26 @@ def test_outputs_are_keyed_like_the_interpreter():
     np.testing.assert_array_equal(got["gather"], want["gather"])
 
 
+def test_inputs_are_shared_and_outputs_are_owned():
+    """Inputs go in through DLPack without a copy (read-only or non-contiguous arrays
+    are copied instead); outputs are copies the next call does not overwrite."""
+    module = two_output_module()
+    c = build(module, "llvm")
+    x = np.arange(-3, 3, dtype=np.float32).reshape(2, 3)
+    ids = np.array([2, 0], np.int64)
+    first = c.run({"x": x, "ids": ids})
+    kept = {k: v.copy() for k, v in first.items()}
+    frozen = (-x).copy()
+    frozen.flags.writeable = False
+    second = c.run({"x": frozen, "ids": ids[::-1].copy()})
+    for k in kept:
+        np.testing.assert_array_equal(first[k], kept[k])  # not overwritten
+    want = run(module, {"x": -x, "ids": ids[::-1].copy()})
+    for k in want:
+        np.testing.assert_array_equal(second[k], want[k])
+    np.testing.assert_array_equal(x, np.arange(-3, 3, dtype=np.float32).reshape(2, 3))
+
+
 def test_bad_inputs_are_reported():
     c = build(two_output_module(), "llvm")
     x, ids = np.zeros((2, 3), np.float32), np.zeros(2, np.int64)
