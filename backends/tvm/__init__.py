@@ -19,8 +19,9 @@ from backends.tvm.registry import (LoweringError, TvmBuildError, relax_lowering,
                                    relax_lowerings)
 from backends.tvm.runtime import Compiled, Signature, load
 from backends.tvm.target import cuda_target, host_cpu, llvm_target, resolve_target
+from backends.tvm.tune import Tuning
 
 __all__ = ["Compiled", "LoweringError", "Signature", "TvmBuildError", "build", "cuda_target",
            "host_cpu", "llvm_target", "load", "relax_lowering", "relax_lowerings",
-           "resolve_target", "to_relax"]
+           "resolve_target", "to_relax", "Tuning"]
 from backends.tvm import methods  # noqa: F401,E402  (lowerings of docs/methods.md ops)

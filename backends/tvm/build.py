@@ -4,6 +4,8 @@
   backends/tvm/exact.py), then Relax's "zero" pipeline (annotate, fold constants, fuse
   elementwise chains into their producers), then qir's CPU schedules for every fused
   kernel (backends/tvm/cpu.py; the integer kernels come scheduled), then `tvm.compile`.
+  With `tune`, meta-schedule searches first, kernel by kernel, and a schedule it finds
+  replaces qir's where it is faster (backends/tvm/tune.py).
   TVM's default llvm build neither fuses nor schedules: every intermediate would sit in
   memory, every loop scalar and single-threaded.
 - cuda: the same legalize + fuse, then dlight's GPU schedules per kernel
@@ -23,6 +25,7 @@ from backends.tvm.lower import to_relax
 from backends.tvm.registry import TvmBuildError, error_summary
 from backends.tvm.runtime import SIGNATURE_FUNCTION, Compiled, Signature
 from backends.tvm.target import resolve_target, target_kind
+from backends.tvm.tune import Tuning, tune_and_apply
 from qir import QirError
 from qir.ir import Module
 
@@ -30,15 +33,19 @@ CUDA_FORMATS = ("cubin", "fatbin", "ptx")
 
 
 def build(module: Module, target="llvm", *, function: str = "main",
-          cuda_format: str = "cubin") -> Compiled:
+          cuda_format: str = "cubin", tune: Tuning | None = None) -> Compiled:
     """Lower `function` of `module` to Relax and compile it for `target` ("llvm",
     "cuda", "cuda:sm_80", a target dict or a tvm Target). `cuda_format` is the device
     binary shipped for cuda: "cubin" (this arch only), "fatbin" or "ptx" (JIT-compiled by
-    the driver, so it also runs on newer GPUs)."""
+    the driver, so it also runs on newer GPUs). `tune` (llvm only) tunes the kernels
+    with meta-schedule first (backends/tvm/tune.py); its `outcomes` say what it did."""
     tgt = resolve_target(target)
     kind = target_kind(tgt)
     if kind not in ("llvm", "cuda"):
         raise QirError(f"the TVM backend builds for llvm or cuda, not {kind}")
+    if tune is not None and kind != "llvm":
+        raise QirError("tuning times kernels on this machine's CPU, so it is for llvm "
+                       f"builds only, not {kind}: build without tuning")
     if cuda_format not in CUDA_FORMATS:
         raise QirError(f"cuda_format must be one of {', '.join(CUDA_FORMATS)}")
     with tgt:  # lowerings pick target-specific arithmetic (backends/tvm/exact.py)
@@ -47,7 +54,7 @@ def build(module: Module, target="llvm", *, function: str = "main",
     mod = _with_signature(mod, signature)
     try:
         if kind == "llvm":
-            mod, _ = schedule_llvm(mod, tgt)
+            mod, _ = schedule_llvm(mod, tgt, tune)
             return Compiled(tvm.compile(mod, tgt).mod, signature)
         return _build_cuda(mod, tgt, signature, cuda_format)
     except QirError:
@@ -57,15 +64,19 @@ def build(module: Module, target="llvm", *, function: str = "main",
                             f"{type(e).__name__}: {error_summary(e)}") from e
 
 
-def schedule_llvm(mod: tvm.IRModule, tgt: tvm.target.Target
+def schedule_llvm(mod: tvm.IRModule, tgt: tvm.target.Target, tune: Tuning | None = None
                   ) -> tuple[tvm.IRModule, cpu.ScheduleForCpu]:
-    """The llvm build's Relax-to-TIR steps: legalize (exact float products), fuse, and
-    schedule every kernel (backends/tvm/cpu.py); also returns the scheduling pass, whose
-    `unscheduled` names the kernels left without a schedule."""
+    """The llvm build's Relax-to-TIR steps: legalize (exact float products), fuse, put
+    in the tuned schedules (with `tune`), and schedule every other kernel
+    (backends/tvm/cpu.py); also returns the scheduling pass, whose `unscheduled` names
+    the kernels left without a schedule."""
     schedule = cpu.ScheduleForCpu()
     with tgt:
         mod = relax.transform.LegalizeOps(exact.legalize_map())(mod)
         mod = relax.get_pipeline("zero")(mod)
+    if tune is not None:
+        mod = tune_and_apply(mod, tgt, tune)
+    with tgt:
         mod = schedule(mod)
     return mod, schedule
 

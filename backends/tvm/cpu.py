@@ -58,13 +58,7 @@ class ScheduleForCpu:
                     func.attrs.get("tirx.is_scheduled", 0)) == 1:
                 continue
             try:
-                scheduled = schedule_kernel(func)
-                if scheduled is not None and not _well_formed(scheduled):
-                    # TVM's compute_inline has dropped a buffer that was still read
-                    # (seen on long where/shift chains): schedule without inlining.
-                    scheduled = schedule_kernel(func, inline=False)
-                    if scheduled is not None and not _well_formed(scheduled):
-                        raise ValueError("the schedule is not well formed")
+                scheduled = default_schedule(func)
             except Exception as e:  # noqa: BLE001  (an unforeseen shape: keep it unscheduled)
                 log.debug("no CPU schedule for %s: %s", gvar.name_hint, e)
                 self.unscheduled[gvar.name_hint] = f"{type(e).__name__}: {e}"[:300]
@@ -78,7 +72,20 @@ class ScheduleForCpu:
         return mod
 
 
-def _well_formed(func: tirx.PrimFunc) -> bool:
+def default_schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+    """`func` as `ScheduleForCpu` schedules it (None: no blocks to schedule); raises
+    when no rule applies."""
+    scheduled = schedule_kernel(func)
+    if scheduled is not None and not well_formed(scheduled):
+        # TVM's compute_inline has dropped a buffer that was still read (seen on long
+        # where/shift chains): schedule without inlining.
+        scheduled = schedule_kernel(func, inline=False)
+        if scheduled is not None and not well_formed(scheduled):
+            raise ValueError("the schedule is not well formed")
+    return scheduled
+
+
+def well_formed(func: tirx.PrimFunc) -> bool:
     """Whether every buffer `func` reads is a parameter or allocated: TVMScript declares
     any other in the body (`name = T.Buffer(...)`). (TVM's verify_well_formed does not
     take s_tir blocks.)"""
@@ -122,6 +129,29 @@ def schedule_kernel(func: tirx.PrimFunc, inline: bool = True) -> tirx.PrimFunc |
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         _schedule_reduction_block(sch, block, parallel)
     return sch.mod["main"]
+
+
+def inline_for_tuning(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+    """`func` with the blocks `schedule_kernel` inlines inlined and its loops untouched:
+    the workload meta-schedule tunes (backends/tvm/tune.py). Every block left is marked
+    so that meta-schedule's AutoInline leaves it alone: kept stages and values read
+    twice grow exponentially when inlined. None when `func` has no blocks in normal
+    form, or inlining left it ill-formed."""
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    sch = s_tir.Schedule(func)
+    infos = normalize_prim_func(sch)
+    if not infos:
+        return None
+    injective = all(b.is_injective() for b in infos)
+    _inline(sch, [b.block_rv for b in infos if b.is_injective()],
+            single_consumer=not injective)
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        sch.annotate(block, "meta_schedule.inline_rule", "disable")
+        if "schedule_rule" in sch.get(block).annotations:  # TOPI's, for rules qir lacks
+            sch.unannotate(block, "schedule_rule")
+    inlined = sch.mod["main"]
+    return inlined if well_formed(inlined) else None
 
 
 def _work(func: tirx.PrimFunc, infos) -> float:
@@ -239,6 +269,12 @@ def _divides_by_variable(sch: s_tir.Schedule, block) -> bool:
     """Whether the block divides integers by a non-constant: vectorised, TVM 0.27's
     lowering of such a floordiv fails ("mismatched types int32x10 vs. int32")."""
     return _VARIABLE_DIVISOR.search(str(sch.get(block).body)) is not None
+
+
+def divides_by_variable(func: tirx.PrimFunc) -> bool:
+    """Whether any block of `func` divides integers by a non-constant (see
+    `_divides_by_variable`)."""
+    return _VARIABLE_DIVISOR.search(func.script()) is not None
 
 
 def _compute_kept_at(sch: s_tir.Schedule, kept: list, loop) -> list:

@@ -1,5 +1,5 @@
 """`qir compile MODEL [--target llvm|cuda|numpy] [--int8] [--calib CALIB.npz]
-[--pipeline STR] [--dump-ir DIR] -o OUTDIR`: import → pipeline → codegen.
+[--pipeline STR] [--dump-ir DIR] [--tune N] -o OUTDIR`: import → pipeline → codegen.
 
 OUTDIR holds:
   model.qir (+ .npz)   the final IR and its weights
@@ -63,6 +63,12 @@ def register(sub) -> None:
     p.add_argument("--emit", choices=("relax",), default=None,
                    help="print the Relax module (TVMScript) to stdout")
     p.add_argument("--force", action="store_true", help="replace OUTDIR if it exists")
+    p.add_argument("--tune", type=int, default=None, metavar="N",
+                   help="llvm: tune each kernel with TVM meta-schedule for N trials first; "
+                   "results are cached by kernel shape, so a second build is instant")
+    p.add_argument("--tune-cache", default=None, metavar="DIR",
+                   help="the tuning cache (default: $QIR_CACHE_DIR/tune or "
+                   "~/.cache/qir/tune)")
     add_pipeline_arguments(p)
     p.set_defaults(func=run)
 
@@ -170,6 +176,24 @@ def scheme_pipeline(args) -> str:
             "fuse-requantize,canonicalize")
 
 
+def _tuning(args):
+    """The Tuning --tune asks for, or None."""
+    if args.tune is None:
+        if args.tune_cache:
+            raise QirError("--tune-cache applies with --tune N")
+        return None
+    if args.target != "llvm":
+        raise QirError(f"--tune times kernels on this machine's CPU: it applies to "
+                       f"--target llvm, not {args.target}")
+    if args.tune < 1:
+        raise QirError(f"--tune N: N is the number of trials per kernel, at least 1 "
+                       f"(got {args.tune})")
+    from backends.tvm import Tuning
+
+    return Tuning(trials=args.tune, cache_dir=args.tune_cache,
+                  progress=not args.no_progress and sys.stderr.isatty())
+
+
 def run(args) -> int:
     from passes import PassManager, PassContext, load_pass_file, parse_pipeline
     from qir.io import save
@@ -179,6 +203,7 @@ def run(args) -> int:
         raise QirError("give an output directory with -o OUTDIR (or --emit relax to print)")
     if args.arch and args.target != "cuda":
         raise QirError("--arch applies to --target cuda only")
+    tuning = _tuning(args)
     out = Path(args.output) if args.output else None
     if out is not None and out.exists() and not args.force:
         raise QirError(f"{out} already exists; choose another -o or pass --force")
@@ -223,7 +248,9 @@ def run(args) -> int:
             sys.stdout.flush()
         if out is not None and args.target != "numpy":
             target = args.target if not args.arch else f"cuda:{args.arch}"
-            compiled = build(module, target)
+            compiled = build(module, target, tune=tuning)
+            if tuning is not None:
+                print(tuning.summary(), file=sys.stderr)
     if out is None:
         return 0
 
@@ -238,9 +265,13 @@ def run(args) -> int:
         from qir.io import fix_mode
 
         fix_mode(tmp, directory=True)
-        (tmp / "manifest.json").write_text(
-            json.dumps(manifest(module, args, pm.pipeline_string, files + ["manifest.json"],
-                                model_path), indent=2) + "\n")
+        info = manifest(module, args, pm.pipeline_string, files + ["manifest.json"],
+                        model_path)
+        if tuning is not None:
+            info["tuning"] = {"trials": tuning.trials, "search": tuning.search,
+                              "cache": str(tuning.cache_dir),
+                              "kernels": [vars(o) for o in tuning.outcomes]}
+        (tmp / "manifest.json").write_text(json.dumps(info, indent=2) + "\n")
         if out.exists():  # --force: swap in the new directory, then drop the old one
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.rename(out, old / "x")

@@ -164,3 +164,39 @@ def test_fp8_llvm_matches_numpy(model_files):
     a, b = np.load(tmp / "f1.npz"), np.load(tmp / "f2.npz")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_compile_tune_caches_and_stays_exact(model_files, tmp_path, capsys):
+    tmp, archive = model_files
+    common = [str(archive), "--int8", "--calib", str(tmp / "calib.npz"), "--no-progress",
+              "--tune", "2", "--tune-cache", str(tmp_path / "cache")]
+    assert main(["compile", *common, "-o", str(tmp_path / "a")]) == 0
+    first = capsys.readouterr().err
+    assert "tuned now, 0 from the cache" in first
+    tuning = json.loads((tmp_path / "a" / "manifest.json").read_text())["tuning"]
+    assert tuning["trials"] == 2 and tuning["kernels"]
+    assert not any(k["cached"] for k in tuning["kernels"])
+    assert main(["compile", *common, "-o", str(tmp_path / "b")]) == 0
+    assert "(0 tuned now" in capsys.readouterr().err
+    tuning = json.loads((tmp_path / "b" / "manifest.json").read_text())["tuning"]
+    assert all(k["cached"] for k in tuning["kernels"])
+    assert main(["run", str(tmp_path / "b"), "--inputs", str(tmp / "in.npz"), "-o",
+                 str(tmp_path / "llvm.npz")]) == 0
+    assert main(["run", str(tmp_path / "b"), "--inputs", str(tmp / "in.npz"), "-o",
+                 str(tmp_path / "numpy.npz"), "--backend", "numpy"]) == 0
+    a, b = np.load(tmp_path / "llvm.npz"), np.load(tmp_path / "numpy.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tune", "0"], "at least 1"),
+    (["--tune", "2", "--target", "cuda"], "applies to --target llvm"),
+    (["--tune-cache", "x"], "applies with --tune N"),
+])
+def test_compile_tune_errors(model_files, tmp_path, capsys, flags, message):
+    tmp, archive = model_files
+    assert main(["compile", str(archive), "--int8", "--calib", str(tmp / "calib.npz"),
+                 "-o", str(tmp_path / "out"), *flags]) != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
