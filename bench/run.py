@@ -9,6 +9,8 @@ qir int8 (llvm), qir float (llvm), torch fp32 eager, PyTorch int8 (torch.ao: sta
 quantization with the x86 engine for CNNs, quantize_dynamic for transformers),
 onnxruntime fp32 and int8 (quantize_static QDQ per-channel for CNNs, quantize_dynamic for
 transformers), and the qir numpy interpreter (int8); plus compile time and model size.
+Every system is built first, then timed in rounds, the systems taking turns within each
+round (`measure_interleaved`), so that load drifting over the run weighs on all alike.
 Every system runs with 2 threads. onnxruntime and onnx are bench-only extras
 (`pip install -e '.[bench]'`); a system whose package is missing is reported, not faked.
 """
@@ -16,6 +18,7 @@ Every system runs with 2 threads. onnxruntime and onnx are bench-only extras
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import statistics
@@ -41,6 +44,7 @@ class Result:
     size_bytes: int | None = None
     note: str = ""
     extra: dict = field(default_factory=dict)
+    fn: Callable[[], object] | None = field(default=None, repr=False)  # one inference
 
 
 def median_ms(fn: Callable[[], object], repeat: int, warmup: int) -> float:
@@ -54,6 +58,27 @@ def median_ms(fn: Callable[[], object], repeat: int, warmup: int) -> float:
     return statistics.median(times)
 
 
+def measure_interleaved(results: list[Result], repeat: int, warmup: int, rounds: int) -> None:
+    """Time every result's `fn` in `rounds` rounds, each system in turn within a round
+    (`warmup` untimed calls, then repeat/rounds timed ones), and set `median_ms` to the
+    median over all rounds. Load that drifts over the run (a shared machine) then
+    weighs on every system alike, and the untimed calls let the previous system's
+    thread pools (torch's OpenMP, onnxruntime's spinning workers) go idle first."""
+    timed = [r for r in results if r.fn is not None]
+    times: dict[int, list[float]] = {id(r): [] for r in timed}
+    per_round = max(1, -(-repeat // rounds))
+    for _ in range(rounds):
+        for r in timed:
+            for _ in range(warmup):
+                r.fn()
+            for _ in range(per_round):
+                start = time.perf_counter()
+                r.fn()
+                times[id(r)].append((time.perf_counter() - start) * 1e3)
+    for r in timed:
+        r.median_ms = statistics.median(times[id(r)])
+
+
 def _params_bytes(module) -> int:
     return int(sum(a.nbytes for a in module.params.values()))
 
@@ -61,16 +86,18 @@ def _params_bytes(module) -> int:
 # --- systems ---------------------------------------------------------------------------------
 
 
-def bench_torch_fp32(model, args, repeat, warmup) -> Result:
+def bench_torch_fp32(model, args) -> Result:
     import torch
 
-    with torch.no_grad():
-        t = median_ms(lambda: model(*args), repeat, warmup)
+    def infer():
+        with torch.no_grad():
+            return model(*args)
+
     size = sum(p.numel() * p.element_size() for p in model.state_dict().values())
-    return Result("torch fp32 eager", t, None, size)
+    return Result("torch fp32 eager", None, None, size, fn=infer)
 
 
-def bench_torch_int8(entry, model, args, calib, repeat, warmup) -> Result:
+def bench_torch_int8(entry, model, args, calib) -> Result:
     import torch
 
     start = time.perf_counter()
@@ -92,9 +119,12 @@ def bench_torch_int8(entry, model, args, calib, repeat, warmup) -> Result:
     compile_s = time.perf_counter() - start
     buf = io.BytesIO()
     torch.save(qmodel.state_dict(), buf)
-    with torch.no_grad():
-        t = median_ms(lambda: qmodel(*args), repeat, warmup)
-    return Result("PyTorch int8", t, compile_s, buf.getbuffer().nbytes, how)
+
+    def infer():
+        with torch.no_grad():
+            return qmodel(*args)
+
+    return Result("PyTorch int8", None, compile_s, buf.getbuffer().nbytes, how, fn=infer)
 
 
 def _onnx_export(model, args, names, path: Path) -> None:
@@ -110,6 +140,7 @@ def _ort_session(path: Path):
 
     model = onnx.load(str(path))
     model.ir_version = min(model.ir_version, 10)  # onnxruntime 1.31 rejects IR version 14
+    ort.set_default_logger_severity(3)  # not its notes on unused initializers
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = THREADS
     opts.inter_op_num_threads = 1
@@ -117,7 +148,7 @@ def _ort_session(path: Path):
                                 providers=["CPUExecutionProvider"])
 
 
-def bench_onnxruntime(entry, model, args, names, calib, work: Path, repeat, warmup):
+def bench_onnxruntime(entry, model, args, names, calib, work: Path):
     out = []
     try:
         import onnxruntime  # noqa: F401
@@ -132,8 +163,8 @@ def bench_onnxruntime(entry, model, args, names, calib, work: Path, repeat, warm
     export_s = time.perf_counter() - start
     feed = {n: a.numpy() for n, a in zip(names, args)}
     sess = _ort_session(fp32)
-    out.append(Result("onnxruntime fp32", median_ms(lambda: sess.run(None, feed), repeat,
-                                                   warmup), export_s, fp32.stat().st_size))
+    out.append(Result("onnxruntime fp32", None, export_s, fp32.stat().st_size,
+                      fn=lambda: sess.run(None, feed)))
     int8 = work / f"{entry.name}.int8.onnx"
     start = time.perf_counter()
     if entry.kind == "transformer":
@@ -153,12 +184,12 @@ def bench_onnxruntime(entry, model, args, names, calib, work: Path, repeat, warm
         how = "quantize_static QDQ per-channel"
     q_s = time.perf_counter() - start
     qsess = _ort_session(int8)
-    out.append(Result("onnxruntime int8", median_ms(lambda: qsess.run(None, feed), repeat,
-                                                   warmup), q_s, int8.stat().st_size, how))
+    out.append(Result("onnxruntime int8", None, q_s, int8.stat().st_size, how,
+                      fn=lambda: qsess.run(None, feed)))
     return out
 
 
-def bench_qir(entry, model, args, calib, repeat, warmup, numpy_repeat) -> list[Result]:
+def bench_qir(entry, model, args, calib, numpy_repeat) -> list[Result]:
     import frontends
     from backends.numpy import run as interpret
     from backends.tvm import build
@@ -176,8 +207,8 @@ def bench_qir(entry, model, args, calib, repeat, warmup, numpy_repeat) -> list[R
         compiled = build(module, "llvm")
         compile_s = time.perf_counter() - start
         feed = dict(zip(names, [a.numpy() for a in args]))
-        t = median_ms(lambda: compiled.run(feed), repeat, warmup)
-        results.append(Result(label, t, compile_s, _params_bytes(module)))
+        results.append(Result(label, None, compile_s, _params_bytes(module),
+                              fn=functools.partial(compiled.run, feed)))
         if pipeline == "int8":
             int8_module = module
     feed = dict(zip(names, [a.numpy() for a in args]))
@@ -189,8 +220,8 @@ def bench_qir(entry, model, args, calib, repeat, warmup, numpy_repeat) -> list[R
 # --- driver ----------------------------------------------------------------------------------
 
 
-def run_model(name: str, repeat: int, warmup: int, numpy_repeat: int, work: Path,
-              systems: set[str]) -> list[Result]:
+def run_model(name: str, repeat: int, warmup: int, rounds: int, numpy_repeat: int,
+              work: Path, systems: set[str]) -> list[Result]:
     from tests.zoo import ZOO, calibration_batches
 
     entry = ZOO[name]
@@ -207,16 +238,15 @@ def run_model(name: str, repeat: int, warmup: int, numpy_repeat: int, work: Path
             results.append(Result(label, note=f"failed: {type(e).__name__}: {e}"[:160]))
             traceback.print_exc(file=sys.stderr)
 
-    attempt("torch fp32 eager", lambda: bench_torch_fp32(model, args, repeat, warmup))
+    attempt("torch fp32 eager", lambda: bench_torch_fp32(model, args))
     if "qir" in systems:
-        attempt("qir", lambda: bench_qir(entry, model, args, calib, repeat, warmup,
-                                         numpy_repeat))
+        attempt("qir", lambda: bench_qir(entry, model, args, calib, numpy_repeat))
     if "torch" in systems:
-        attempt("PyTorch int8", lambda: bench_torch_int8(entry, entry.build(), args, calib,
-                                                         repeat, warmup))
+        attempt("PyTorch int8", lambda: bench_torch_int8(entry, entry.build(), args, calib))
     if "ort" in systems:
         attempt("onnxruntime", lambda: bench_onnxruntime(entry, model, args, entry.input_names,
-                                                         calib, work, repeat, warmup))
+                                                         calib, work))
+    measure_interleaved(results, repeat, warmup, rounds)
     return results
 
 
@@ -251,8 +281,11 @@ def table(name: str, results: list[Result], markdown: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--repeat", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=50, help="timed calls per system")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before each "
+                   "system's turn in a round")
+    p.add_argument("--rounds", type=int, default=5, help="rounds the timed calls are "
+                   "spread over, the systems taking turns in each")
     p.add_argument("--numpy-repeat", type=int, default=5)
     p.add_argument("--systems", default="qir,torch,ort")
     p.add_argument("--markdown", action="store_true", help="print markdown tables")
@@ -270,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     systems = set(args.systems.split(","))
     with tempfile.TemporaryDirectory(prefix="qir-bench-") as tmp:
         for name in args.models.split(","):
-            results = run_model(name, args.repeat, args.warmup, args.numpy_repeat, Path(tmp),
-                                systems)
+            results = run_model(name, args.repeat, args.warmup, args.rounds,
+                                args.numpy_repeat, Path(tmp), systems)
             print(table(name, results, args.markdown), flush=True)
     return 0
 
