@@ -18,6 +18,8 @@ which AVX2 has. Here:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from tvm import relax, te
 from tvm import tirx as tir
@@ -41,6 +43,7 @@ class _Table:
         return [] if self.scalar is not None else [const(self.values, self.dtype)]
 
     def at(self, tensor, channel) -> tir.PrimExpr:
+        """The value for `channel` (read from `tensor` unless it is a scalar)."""
         if self.scalar is not None:
             return tir.const(self.scalar, self.dtype)
         return tensor[channel]
@@ -68,59 +71,111 @@ def _round_shift_clamp(v: tir.PrimExpr, narrow: bool, shift: tir.PrimExpr, zp_ou
     return tir.Cast(out_dtype, y)
 
 
-def requantize(bb: relax.BlockBuilder, x: relax.Expr, zp_in: int, multiplier, shift,
-               axis: int | None, zp_out: int, lo: int, hi: int, out_dtype: str
-               ) -> relax.Expr:
-    """clamp(zp_out + round((x - zp_in) * M * 2^(e - 31)), lo, hi) with single rounding;
-    M and e scalars or per-channel along `axis`."""
-    m = np.asarray(multiplier, dtype=np.int64).reshape(-1)
-    s = 31 - np.asarray(shift, dtype=np.int64).reshape(-1)
-    narrow = _narrow(s)
-    tables = [_Table(m, I32), _Table(np.left_shift(np.int64(1), s - 1), I64),
-              _Table(s - 32 if narrow else s, I32 if narrow else I64)]
+@dataclass(frozen=True)
+class Rescale:
+    """One requantize's arithmetic as a TE expression builder, shared by the requantize
+    kernel below and the epilogues of the integer kernels (backends/tvm/kernels):
+    clamp(zp_out + round((x - zp_in) * M * 2^(e - 31)), lo, hi) with single rounding, M
+    and e scalars or one per channel."""
 
-    def compute(xt, *consts):
-        it = iter(consts)
-        tensors = [next(it) if t.scalar is None else None for t in tables]
+    zp_in: int
+    multiplier: tuple[int, ...]
+    shift: tuple[int, ...]
+    zp_out: int
+    lo: int
+    hi: int
+    out_dtype: str
 
-        def element(*i):
-            c = i[axis] if axis is not None else None
-            m_c, r_c, s_c = (t.at(tensor, c) for t, tensor in zip(tables, tensors))
-            xv = xt(*i).astype(I64)
-            if zp_in:
-                xv = xv - tir.const(zp_in, I64)
-            return _round_shift_clamp(xv * m_c.astype(I64) + r_c, narrow, s_c, zp_out, lo,
-                                      hi, out_dtype)
+    @staticmethod
+    def of(zp_in: int, multiplier, shift, zp_out: int, lo: int, hi: int,
+           out_dtype: str) -> "Rescale":
+        m = tuple(int(v) for v in np.asarray(multiplier, dtype=np.int64).reshape(-1))
+        e = tuple(int(v) for v in np.asarray(shift, dtype=np.int64).reshape(-1))
+        return Rescale(int(zp_in), m, e, int(zp_out), int(lo), int(hi), out_dtype)
 
-        return te.compute(shape_of(x), element, name="requantize")
+    @property
+    def channels(self) -> int:
+        return max(len(self.multiplier), len(self.shift))
 
-    args = [x] + [a for t in tables for a in t.relax_arg()]
-    return bb.emit_te(compute, *args, primfunc_name_hint="requantize")
+    def _tables(self) -> list[_Table]:
+        s = 31 - np.asarray(self.shift, dtype=np.int64)
+        narrow = _narrow(s)
+        return [_Table(np.asarray(self.multiplier, np.int64), I32),
+                _Table(np.left_shift(np.int64(1), s - 1), I64),
+                _Table(s - 32 if narrow else s, I32 if narrow else I64)]
+
+    def relax_args(self) -> list[relax.Expr]:
+        """The per-channel tables a kernel takes as arguments (none when per-tensor)."""
+        return [a for t in self._tables() for a in t.relax_arg()]
+
+    def placeholders(self, prefix: str = "rq") -> list[te.Tensor]:
+        """TE placeholders for `relax_args`, in the same order."""
+        return [te.placeholder((t.values.size,), t.dtype, name=f"{prefix}_{i}")
+                for i, t in enumerate(self._tables()) if t.scalar is None]
+
+    def apply(self, x: tir.PrimExpr, channel: tir.PrimExpr | None,
+              tensors: list[te.Tensor]) -> tir.PrimExpr:
+        """The rescaled value of integer x (its tables read at `channel`)."""
+        tables = self._tables()
+        it = iter(tensors)
+        m_c, r_c, s_c = (t.at(next(it) if t.scalar is None else None, channel)
+                         for t in tables)
+        xv = x.astype(I64)
+        if self.zp_in:
+            xv = xv - tir.const(self.zp_in, I64)
+        return _round_shift_clamp(xv * m_c.astype(I64) + r_c, _narrow(
+            31 - np.asarray(self.shift, dtype=np.int64)), s_c, self.zp_out, self.lo,
+            self.hi, self.out_dtype)
 
 
-def add(bb: relax.BlockBuilder, a: relax.Expr, b: relax.Expr, zp_a: int, zp_b: int,
-        m_a: int, m_b: int, n_a: int, n_b: int, zp_out: int, lo: int, hi: int,
-        out_dtype: str) -> relax.Expr:
-    """qadd with single rounding: ((a - zp_a) m_a 2^(n - n_a) + (b - zp_b) m_b 2^(n - n_b)
-    + 2^(n-1)) >> n, n = max(n_a, n_b), then zp_out and the clamp (a and b of one
-    shape: the lowering broadcasts first)."""
-    n = max(n_a, n_b)
-    narrow = _narrow(np.asarray([n]))
-    shift = tir.const(n - 32, I32) if narrow else tir.const(n, I64)
+@dataclass(frozen=True)
+class Add:
+    """qadd's arithmetic as a TE expression builder: ((a - zp_a) m_a 2^(n - n_a) +
+    (b - zp_b) m_b 2^(n - n_b) + 2^(n-1)) >> n, n = max(n_a, n_b), then zp_out and the
+    clamp."""
 
-    def term(t, i, zp, m, k):
-        v = t(*i).astype(I64)
-        if zp:
-            v = v - tir.const(zp, I64)
-        v = v * tir.const(m, I64)
-        return tir.shift_left(v, tir.const(n - k, I64)) if n - k else v
+    zp_a: int
+    zp_b: int
+    m_a: int
+    m_b: int
+    n_a: int
+    n_b: int
+    zp_out: int
+    lo: int
+    hi: int
+    out_dtype: str
 
-    def compute(at, bt):
-        def element(*i):
-            v = term(at, i, zp_a, m_a, n_a) + term(bt, i, zp_b, m_b, n_b)
-            return _round_shift_clamp(v + tir.const(1 << (n - 1), I64), narrow, shift,
-                                      zp_out, lo, hi, out_dtype)
+    def apply(self, a: tir.PrimExpr, b: tir.PrimExpr) -> tir.PrimExpr:
+        n = max(self.n_a, self.n_b)
+        narrow = _narrow(np.asarray([n]))
+        shift = tir.const(n - 32, I32) if narrow else tir.const(n, I64)
 
-        return te.compute(shape_of(a), element, name="qadd")
+        def term(v, zp, m, k):
+            v = v.astype(I64)
+            if zp:
+                v = v - tir.const(zp, I64)
+            v = v * tir.const(m, I64)
+            return tir.shift_left(v, tir.const(n - k, I64)) if n - k else v
 
-    return bb.emit_te(compute, a, b, primfunc_name_hint="qadd")
+        v = term(a, self.zp_a, self.m_a, self.n_a) + term(b, self.zp_b, self.m_b, self.n_b)
+        return _round_shift_clamp(v + tir.const(1 << (n - 1), I64), narrow, shift,
+                                  self.zp_out, self.lo, self.hi, self.out_dtype)
+
+
+def requantize(bb: relax.BlockBuilder, x: relax.Expr, rescale: Rescale,
+               axis: int | None) -> relax.Expr:
+    """The requantize kernel: `rescale` elementwise, its tables along `axis`."""
+
+    def compute(xt, *tensors):
+        return te.compute(shape_of(x), lambda *i: rescale.apply(
+            xt(*i), i[axis] if axis is not None else None, list(tensors)),
+            name="requantize")
+
+    return bb.emit_te(compute, x, *rescale.relax_args(), primfunc_name_hint="requantize")
+
+
+def add(bb: relax.BlockBuilder, a: relax.Expr, b: relax.Expr, spec: Add) -> relax.Expr:
+    """The qadd kernel (a and b of one shape: the lowering broadcasts first)."""
+    return bb.emit_te(lambda at, bt: te.compute(
+        shape_of(a), lambda *i: spec.apply(at(*i), bt(*i)), name="qadd"), a, b,
+        primfunc_name_hint="qadd")

@@ -3,7 +3,8 @@
 One Relax function, "main", whose parameters are the qir function's arguments (same
 order, names, shapes and storage dtypes) and which always returns a tuple, one field per
 qir output. Each qir op becomes the Relax bindings its registered lowering emits, inside
-one dataflow block.
+one dataflow block, except chains that end in one kernel call: an integer conv, its
+requantize and a residual qadd (backends/tvm/epilogue_fusion.py).
 
 Parameters (`module.params`) become Relax constants, embedded in the compiled artifact:
 a built module is then one self-contained file, and TVM can fold and fuse around the
@@ -18,6 +19,7 @@ from tvm import relax
 
 import qir
 from backends.numpy.registry import describe_op
+from backends.tvm import epilogue_fusion
 from backends.tvm.common import (FP8, LOW_FLOATS, R, dtype_of, is_float, shape_of, to_float32,
                                  tvm_dtype)
 from backends.tvm.registry import LoweringError, error_summary, get_lowering
@@ -46,12 +48,42 @@ def to_relax(module: Module, *, function: str = "main", verify: bool = True) -> 
     with bb.function("main", args):
         with bb.dataflow():
             env: dict[Value, relax.Expr] = dict(zip(fn.args, args))
+            chains = epilogue_fusion.plan(fn)
+            deferred = {op for chain in chains.values() for op in chain.ops[:-1]}
             for op in fn.ops:
-                for value, expr in zip(op.results, _lower_op(bb, op, env, module.params)):
-                    env[value] = expr
+                if op in deferred:
+                    continue  # lowered with its chain, at the chain's last op
+                chain = chains.get(op)
+                fused = _lower_chain(bb, chain, env) if chain is not None else None
+                if fused is not None:
+                    env[op.result] = fused
+                    continue
+                for member in chain.ops if chain is not None else (op,):
+                    for value, expr in zip(member.results,
+                                           _lower_op(bb, member, env, module.params)):
+                        env[value] = expr
             outputs = bb.emit_output(relax.Tuple([env[v] for v in fn.outputs]))
         bb.emit_func_output(outputs)
     return bb.get()
+
+
+def _lower_chain(bb: relax.BlockBuilder, chain, env: dict) -> relax.Expr | None:
+    """An epilogue-fusion chain through one kernel (backends/tvm/epilogue_fusion.py),
+    checked like any lowering's result; None when no kernel takes it."""
+    try:
+        expr = epilogue_fusion.lower_chain(bb, chain, env)
+    except Exception as e:  # a TVM error while building the kernel: a lowering bug
+        raise LoweringError(f"{describe_op(chain.tail)}: fused lowering of "
+                            f"{' -> '.join(op.name for op in chain.ops)} failed: "
+                            f"{type(e).__name__}: {error_summary(e)}") from e
+    if expr is None:
+        return None
+    value = chain.tail.result
+    if dtype_of(expr) != tvm_dtype(value.type) or shape_of(expr) != value.type.shape:
+        raise LoweringError(f"{describe_op(chain.tail)}: the fused lowering produced "
+                            f"{dtype_of(expr)}{list(shape_of(expr))} for %{value.name}: "
+                            f"{value.type}")
+    return expr
 
 
 def _round_to(bb: relax.BlockBuilder, x: relax.Expr, dtype: str) -> relax.Expr:

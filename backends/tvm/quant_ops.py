@@ -136,17 +136,27 @@ def centered(bb, x: relax.Expr, zp: int) -> relax.Expr:
     return bb.emit(R.subtract(x, i64(zp))) if zp else x
 
 
+def single_rescale(op) -> fixed_point.Rescale:
+    """A single-rounding requantize op's arithmetic."""
+    lo, hi = _clamp_range(op)
+    return fixed_point.Rescale.of(op.attr("input_zp"), op.attr("multiplier"),
+                                  op.attr("shift"), op.attr("output_zp"), lo, hi,
+                                  tvm_dtype(op.result.type))
+
+
+def requantize_axis(op) -> int | None:
+    """The axis a requantize's per-channel tables run along (None: per tensor)."""
+    axis = op.attr("axis")
+    return None if axis is None else axis % op.operands[0].type.rank
+
+
 @relax_lowering("qir.requantize", upcast=False)
 def requantize(op, bb, args, params):
+    if op.attr("rounding") == "single":
+        return fixed_point.requantize(bb, args[0], single_rescale(op), requantize_axis(op))
     m, e = np.asarray(op.attr("multiplier")), np.asarray(op.attr("shift"))
     axis = op.attr("axis")
     rank = op.operands[0].type.rank
-    if op.attr("rounding") == "single":
-        lo, hi = _clamp_range(op)
-        return fixed_point.requantize(bb, args[0], op.attr("input_zp"), m, e,
-                                      None if axis is None else axis % rank,
-                                      op.attr("output_zp"), lo, hi,
-                                      tvm_dtype(op.result.type))
     x = centered(bb, args[0], op.attr("input_zp"))
     if axis is not None:
         shape = channel_shape(rank, axis % rank, -1)
@@ -163,17 +173,22 @@ def qmul(op, bb, args, params):
                                   op.attr("rounding")))
 
 
+def add_spec(op) -> fixed_point.Add:
+    """A qadd op's arithmetic."""
+    lo, hi = _clamp_range(op)
+    return fixed_point.Add(
+        _zero_point(op.operands[0].type), _zero_point(op.operands[1].type),
+        op.attr("lhs_multiplier"), op.attr("rhs_multiplier"), 31 - op.attr("lhs_shift"),
+        31 - op.attr("rhs_shift"), op.attr("output_zp"), lo, hi, tvm_dtype(op.result.type))
+
+
 @relax_lowering("qir.qadd", upcast=False)
 def qadd(op, bb, args, params):
     """One rounding of (a - z_a) m_a + (b - z_b) m_b: both terms aligned to the larger
     shift n, summed, then (s + 2^(n-1)) >> n (backends/tvm/fixed_point.py)."""
     shape = tuple(op.result.type.shape)
     a, b = (x if shape_of(x) == shape else bb.emit(R.broadcast_to(x, shape)) for x in args)
-    lo, hi = _clamp_range(op)
-    return fixed_point.add(
-        bb, a, b, _zero_point(op.operands[0].type), _zero_point(op.operands[1].type),
-        op.attr("lhs_multiplier"), op.attr("rhs_multiplier"), 31 - op.attr("lhs_shift"),
-        31 - op.attr("rhs_shift"), op.attr("output_zp"), lo, hi, tvm_dtype(op.result.type))
+    return fixed_point.add(bb, a, b, add_spec(op))
 
 
 # --- integer compute ops ----------------------------------------------------------------------
@@ -210,7 +225,7 @@ def _qconv(op, bb, args, params):
     """acc = sum (x - zp_x) * w + bias in int32; padding reads zp_x."""
     x, w = args[0], args[1]
     nd = len(shape_of(w)) - 2
-    acc = _conv_kernel(bb, op, x, nd)
+    acc = conv_kernel(bb, op, x)
     if acc is not None:
         return _add_runtime_bias(bb, op, args, acc, 1)
     x, pad, corr = _input_and_correction(bb, op, x, w, list(range(1, nd + 2)),
@@ -224,12 +239,15 @@ def _qconv(op, bb, args, params):
     return acc
 
 
-def _conv_kernel(bb, op, x: relax.Expr, nd: int) -> relax.Expr | None:
-    """The accumulator through backends/tvm/kernels/conv.py (conv1d as conv2d over one
-    row), or None when the weights are not constant or no kernel applies."""
+def conv_kernel(bb, op, x: relax.Expr, epilogue=None,
+                residual: relax.Expr | None = None) -> relax.Expr | None:
+    """The accumulator of a qconv1d/2d op through backends/tvm/kernels/conv.py (conv1d
+    as conv2d over one row), or with `epilogue` (kernels/epilogue.py) the epilogue's
+    output; None when the weights are not constant or no kernel applies."""
     w = constant_array(op.operands[1])
     if w is None:
         return None
+    nd = w.ndim - 2
     stride, dilation = list(op.attr("stride")), list(op.attr("dilation"))
     padding = list(op.attr("padding"))
     if nd == 1:
@@ -238,9 +256,12 @@ def _conv_kernel(bb, op, x: relax.Expr, nd: int) -> relax.Expr | None:
         w = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
         stride, dilation = [1] + stride, [1] + dilation
         padding = [0, padding[0], 0, padding[1]]
+        if residual is not None:
+            rn, rc, rw = shape_of(residual)
+            residual = bb.emit(R.reshape(residual, (rn, rc, 1, rw)))
     tx = op.operands[0].type
     acc = conv2d(bb, x, _storage_range(tx), _zero_point(tx), w, _constant_operand(op, 2),
-                 stride, padding, dilation, op.attr("groups"))
+                 stride, padding, dilation, op.attr("groups"), epilogue, residual)
     if acc is None or nd == 2:
         return acc
     shape = shape_of(acc)

@@ -31,10 +31,13 @@ from backends.tvm.kernels.common import (LANES, PARALLEL_WORK, build_or_none, ca
                                          ceil_div, centred, centred_fits_int16, dot_8x2,
                                          fits_int8, kernel_func, kernel_target, row_tile,
                                          schedule_repack, vectorize_inner, zero_point_var)
+from backends.tvm.kernels.epilogue import Epilogue
 
 COLS = 2 * LANES  # output channels per tile of the grouped kernel
 L1_BYTES = 32 * 1024  # L1 data cache of current x86 cores
 DW_PIXELS = 4 * LANES  # most output pixels per tile of the depthwise kernel
+DIRECT_COLS = 4  # output channels per tile of the direct kernel
+DIRECT_ROWS = 2  # rows of output pixels per tile of the direct kernel
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,123 @@ def _schedule_grouped(sch: tvm.s_tir.Schedule, rows: int, channels_inner: bool,
     sch.tensorize(ji, dot_8x2())
 
 
+# --- direct convolution, output pixels in lanes ----------------------------------------------
+
+
+def use_direct(s: ConvShape) -> bool:
+    """Whether the direct kernel suits `s`: no stride along rows of pixels (a strided
+    row would need its stride phases split apart per call), and rows long enough that
+    vectors of 8 pixels leave at most half their lanes idle (the grouped kernel pads
+    output channels to 16 instead)."""
+    _, ow = s.out_hw
+    return (not s.depthwise and s.stride[1] == 1
+            and 2 * ow >= ceil_div(ow, LANES) * LANES)
+
+
+def _direct_dims(s: ConvShape) -> dict:
+    oh, ow = s.out_hw
+    rows = DIRECT_ROWS if oh > 1 else 1
+    ohp, owp = ceil_div(oh, rows) * rows, ceil_div(ow, LANES) * LANES
+    cg, og = s.c // s.groups, s.o // s.groups
+    pt, pl, pb, pr = s.padding
+    (sh, _), (dh, dw) = s.stride, s.dilation
+    return dict(oh=oh, ow=ow, rows=rows, ohp=ohp, owp=owp, cg=cg, og=og,
+                ch=ceil_div(cg, 2), ogp=ceil_div(og, DIRECT_COLS) * DIRECT_COLS,
+                hx=max(s.h + pt + pb, (ohp - 1) * sh + dh * (s.kh - 1) + 1),
+                wx=max(s.w + pl + pr, owp + dw * (s.kw - 1)))
+
+
+def pack_direct_weights(w: np.ndarray, groups: int) -> np.ndarray:
+    """w[O, C/G, KH, KW] as int16 [G, O/G (padded to 4), ceil(C/G/2), KH, KW, 2]: the
+    channel pair a broadcast multiplies, innermost."""
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    ogp, ch = ceil_div(og, DIRECT_COLS) * DIRECT_COLS, ceil_div(cg, 2)
+    padded = np.zeros((groups, ogp, ch * 2, kh, kw), np.int16)
+    padded[:, :og, :cg] = w.reshape(groups, og, cg, kh, kw)
+    packed = padded.reshape(groups, ogp, ch, 2, kh, kw).transpose(0, 1, 2, 4, 5, 3)
+    return np.ascontiguousarray(packed)
+
+
+@functools.cache
+def direct_func(s: ConvShape, epilogue: Epilogue | None = None) -> tirx.PrimFunc:
+    """The scheduled direct kernel: (x, zp, packed weights, bias[G, O/G padded to 4],
+    epilogue inputs...)
+    -> y[N, O, OH, OW], int32 accumulators or, with an epilogue, its stored values."""
+    d = _direct_dims(s)
+    (sh, _), (dh, dw), g = s.stride, s.dilation, s.groups
+    pt, pl, _, _ = s.padding
+    x = te.placeholder((s.n, s.c, s.h, s.w), s.x_dtype, name="x")
+    zp = zero_point_var()
+    w = te.placeholder((g, d["ogp"], d["ch"], s.kh, s.kw, 2), "int16", name="w")
+    bias = te.placeholder((g, d["ogp"]), "int32", name="bias")
+    out_shape = (s.n, s.o, d["oh"], d["ow"])
+    extra = epilogue.placeholders(out_shape) if epilogue is not None else []
+
+    def repack(n, gi, ch, hi, wi, ci):
+        c = 2 * ch + ci
+        inside = (_bounds(c, 0, d["cg"], 2 * d["ch"]) + _bounds(hi, pt, s.h, d["hx"])
+                  + _bounds(wi, pl, s.w, d["wx"]))
+        return centred(x, zp, (n, gi * d["cg"] + c, hi - pt, wi - pl), inside)
+
+    xc = te.compute((s.n, g, d["ch"], d["hx"], d["wx"], 2), repack, name="xc")
+    rc = te.reduce_axis((0, d["ch"]), "rc")
+    rh = te.reduce_axis((0, s.kh), "rh")
+    rw = te.reduce_axis((0, s.kw), "rw")
+    ri = te.reduce_axis((0, 2), "ri")
+    # weights first: dot_8x2 broadcasts its first operand (a weight pair here) and loads
+    # eight pixels' channel pairs as the second
+    acc = te.compute(
+        (s.n, g, d["ogp"], d["ohp"], d["owp"]),
+        lambda n, gi, o, oh, ow: te.sum(
+            w[gi, o, rc, rh, rw, ri].astype("int32")
+            * xc[n, gi, rc, oh * sh + rh * dh, ow + rw * dw, ri].astype("int32"),
+            axis=[rc, rh, rw, ri]),
+        name="acc")
+    y = te.compute(out_shape, lambda n, o, oh, ow: acc[n, o // d["og"], o % d["og"], oh, ow]
+                   + bias[o // d["og"], o % d["og"]], name="y")
+    outputs = [y]
+    if epilogue is not None:
+        # a stage of its own: the simplifier would widen acc + bias to an int64 sum, and
+        # an int64 multiply by the multiplier has no AVX2 instruction (int32 has vpmuldq)
+        outputs = [te.compute(out_shape, lambda *i: epilogue.apply(y(*i), i[1], i, extra),
+                              name="epilogue")]
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, zp, w, bias, *extra, *outputs]))
+    _schedule_direct(sch, d["rows"], parallel=s.macs() >= PARALLEL_WORK,
+                     with_epilogue=epilogue is not None)
+    name = s.name.replace("qir_conv", "qir_dconv")
+    return kernel_func(sch.mod["main"], name + (f"_{epilogue.tag}" if epilogue else ""))
+
+
+def _schedule_direct(sch: tvm.s_tir.Schedule, rows: int, parallel: bool,
+                     with_epilogue: bool) -> None:
+    """Tiles of 4 output channels x `rows` rows x 8 pixels: 4 x `rows` ymm accumulators
+    over (channel pair, kh, kw), each step broadcasting 4 weight pairs and loading
+    `rows` vectors of 8 pixels' channel pairs; bias and epilogue store whole vectors."""
+    acc, y = sch.get_sblock("acc"), sch.get_sblock("y")
+    epilogue = sch.get_sblock("epilogue") if with_epilogue else None
+    n, g, o, oh, ow, rc, rh, rw, ri = sch.get_loops(acc)
+    oo, oi = sch.split(o, [None, DIRECT_COLS])
+    ho, hi = sch.split(oh, [None, rows])
+    wo, wi = sch.split(ow, [None, LANES])
+    outer = (n, g, oo, ho, wo)
+    sch.reorder(*outer, rc, rh, rw, oi, hi, wi, ri)
+    sch.reverse_compute_at(y, outer[-1])
+    if epilogue is not None:
+        sch.reverse_compute_at(epilogue, outer[-1])
+    tiles = sch.fuse(*outer)
+    if parallel:  # parallel and vectorize come before decompose_reduction
+        sch.parallel(tiles)
+    schedule_repack(sch, "xc", 3, parallel, pairs=True)
+    init = sch.decompose_reduction(acc, rc)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(oi)
+    sch.unroll(hi)
+    sch.tensorize(wi, dot_8x2("int16"))
+    for block in (y, epilogue) if epilogue is not None else (y,):
+        vectorize_inner(sch, sch.get_loops(block)[-1], LANES)
+
+
 # --- depthwise convolution ----------------------------------------------------------------
 
 
@@ -254,10 +374,13 @@ def _schedule_depthwise(sch: tvm.s_tir.Schedule, lanes: int, parallel: bool) -> 
 
 def conv2d(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: int,
            w: np.ndarray, bias: np.ndarray | None, stride, padding, dilation,
-           groups: int) -> relax.Expr | None:
-    """The int32 accumulator of an NCHW convolution through a kernel, or None when no
-    kernel applies (not an AVX2 llvm target, weights outside int8, x - zp outside int16).
-    `x_range` is the stored range of x; padding is (top, left, bottom, right)."""
+           groups: int, epilogue: Epilogue | None = None,
+           residual: relax.Expr | None = None) -> relax.Expr | None:
+    """The int32 accumulator of an NCHW convolution through a kernel, or with `epilogue`
+    (and its `residual`) the epilogue's stored output; None when no kernel applies (not
+    an AVX2 llvm target, weights outside int8, x - zp outside int16, an epilogue the
+    chosen kernel cannot take). `x_range` is the stored range of x; padding is (top,
+    left, bottom, right)."""
     x_dtype = dtype_of(x)
     if (kernel_target() is None or not fits_int8(w)
             or not centred_fits_int16(x_dtype, *x_range, zp)):
@@ -270,18 +393,28 @@ def conv2d(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: 
     if min(oh, ow, n) <= 0 or min(padding) < 0:
         return None
     b = np.zeros(o, np.int32) if bias is None else bias.astype(np.int32)
-    if s.depthwise:
+    out_shape, out_dtype = (n, o, oh, ow), "int32"
+    extra = []
+    if use_direct(s):
+        func = build_or_none(direct_func, s, epilogue)
+        packed = pack_direct_weights(w, groups)
+        b = np.pad(b.reshape(groups, o // groups),
+                   ((0, 0), (0, packed.shape[1] - o // groups)))
+        if epilogue is not None:
+            extra, out_dtype = epilogue.relax_args(residual), epilogue.out_dtype
+    elif epilogue is not None:
+        return None
+    elif s.depthwise:
         func = build_or_none(depthwise_func, s)
         packed = w.reshape(o, kh, kw).astype(np.int32)
     else:
         func = build_or_none(grouped_func, s)
         packed = pack_grouped_weights(w, groups)
         b = b.reshape(groups, o // groups)
+        out_shape = (n, groups, o // groups, oh, ow)
     if func is None:
         return None
     args = [x, relax.prim_value(zp, "int32"), const(packed, str(packed.dtype)),
-            const(b, "int32")]
-    out_shape = (n, o, oh, ow) if s.depthwise else (n, groups, o // groups, oh, ow)
-    y = call_kernel(bb, func, args, out_shape)
-    return y if s.depthwise else bb.emit(R.reshape(y, (n, o, oh, ow)))
-
+            const(b, "int32"), *extra]
+    y = call_kernel(bb, func, args, out_shape, out_dtype)
+    return y if len(out_shape) == 4 else bb.emit(R.reshape(y, (n, o, oh, ow)))

@@ -1,0 +1,177 @@
+"""Epilogue fusion (backends/tvm/epilogue_fusion.py): conv -> requantize [-> qadd]
+chains lowered to one kernel call, bit for bit against the numpy interpreter, and the
+chains that must not fuse (or that no kernel takes) lowered op by op, still exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_tvm_kernels import activation, conv
+from tvm_helpers import compare, zoo_feeds, zoo_modules
+
+import qir
+from backends.numpy import run
+from backends.tvm import build, llvm_target, to_relax
+from backends.tvm.epilogue_fusion import plan
+from qir.types import QuantType, TensorType
+
+OUT = {"i8": (-128, 127), "u8": (0, 255)}
+
+
+def rq_attrs(o: int, seed: int, axis, zp_out: int, storage: str, relu: bool,
+             shifts=(-9, -6)) -> dict:
+    rng = np.random.default_rng(seed)
+    n = 1 if axis is None else o
+    lo, hi = OUT[storage]
+    return {"multiplier": [int(v) for v in rng.integers(1 << 30, 1 << 31, n)],
+            "shift": [int(v) for v in rng.integers(*shifts, n, endpoint=True)],
+            "axis": axis, "input_zp": 0, "output_zp": zp_out,
+            "clamp_min": zp_out if relu else lo, "clamp_max": hi}
+
+
+def chain_module(specs: list[dict]) -> tuple[qir.Module, dict[str, np.ndarray]]:
+    """@main with one chain per spec: a conv spec (test_tvm_kernels.conv), then a
+    requantize (spec["rq"]: rq_attrs), then, with spec["add"] in ("lhs", "rhs"), a qadd
+    whose other operand is an input r<i> of the output's type."""
+    args, inputs = [], {}
+    for i, s in enumerate(specs):
+        args.append((f"x{i}", s["x_ty"]))
+        inputs[f"x{i}"] = s["x"]
+        if s.get("add"):
+            args.append((f"r{i}", s["r_ty"]))
+            inputs[f"r{i}"] = s["r"]
+    module, fn = qir.Module(), qir.Function("main", args)
+    module.add_function(fn)
+    b = qir.Builder(fn)
+    arg = {a.name: a for a in fn.args}
+    outputs = []
+    for i, s in enumerate(specs):
+        module.params[f"w{i}"] = s["w"]
+        module.params[f"b{i}"] = s["bias"]
+        w = b.create("qir.param", [], {"name": f"w{i}"}, [s["w_ty"]]).result
+        bias = b.create("qir.param", [], {"name": f"b{i}"},
+                        [TensorType(s["bias"].shape, "i32")]).result
+        acc = b.create(s["op"], [arg[f"x{i}"], w, bias], s["attrs"]).result
+        rq = b.create("qir.requantize", [acc], s["rq"], [s["rq_ty"]]).result
+        if s.get("add"):
+            r = arg[f"r{i}"]
+            operands = [rq, r] if s["add"] == "rhs" else [r, rq]
+            rq = b.create("qir.qadd", operands, s["qadd"], [s["add_ty"]]).result
+        outputs.append(rq)
+    fn.set_outputs(outputs)
+    qir.verify(module)
+    return module, inputs
+
+
+def chain(conv_spec: dict, *, axis=1, storage="i8", zp_out=-128, relu=False, add=None,
+          seed=0, shifts=(-9, -6)) -> dict:
+    """A conv spec extended with its requantize (and qadd when `add`)."""
+    s = dict(conv_spec)
+    o = s["w"].shape[0]
+    acc_shape = qir_shape(s)
+    s["rq"] = rq_attrs(o, seed, axis, zp_out, storage, relu, shifts)
+    s["rq_ty"] = TensorType(acc_shape, QuantType(storage, "f32", (0.05,), (zp_out,)))
+    if add:
+        zp_r, zp_y = 3, -20
+        s["add"] = add
+        s["r"], s["r_ty"] = activation(acc_shape, "i8", zp_r, seed + 7)
+        s["add_ty"] = TensorType(acc_shape, QuantType("i8", "f32", (0.1,), (zp_y,)))
+        s["qadd"] = {"lhs_multiplier": 1132618148, "lhs_shift": 0,
+                     "rhs_multiplier": 1216232963, "rhs_shift": 1, "output_zp": zp_y,
+                     "clamp_min": zp_y if relu else -128, "clamp_max": 127}
+    return s
+
+
+def qir_shape(s: dict) -> tuple[int, ...]:
+    """The conv's output shape, by the IR's shape inference."""
+    fn = qir.Function("shape", [("x", s["x_ty"])])
+    m = qir.Module()
+    m.add_function(fn)
+    m.params["w"] = s["w"]
+    b = qir.Builder(fn)
+    w = b.create("qir.param", [], {"name": "w"}, [s["w_ty"]]).result
+    return tuple(b.create(s["op"], [fn.args[0], w], s["attrs"]).result.type.shape)
+
+
+def relax_kernels(module: qir.Module) -> list[str]:
+    with llvm_target():
+        mod = to_relax(module)
+    return sorted(str(gv.name_hint) for gv in mod.functions)
+
+
+def test_fused_chains_are_one_kernel_each_and_exact():
+    specs = [
+        chain(conv((1, 16, 12, 16), 16, 3, "i8", -128, seed=1)),                  # per-channel
+        chain(conv((1, 8, 9, 11), 10, 3, "u8", 7, seed=2), axis=None, relu=True),  # per tensor
+        chain(conv((1, 5, 7, 9), 6, 3, "i8", 2, seed=3), storage="u8", zp_out=9),  # u8 out
+        chain(conv((2, 12, 6, 8), 9, 1, "i8", 0, seed=4, pad=[0] * 4),             # 1x1, odd O
+              add="rhs", relu=True, seed=5),
+        chain(conv((1, 8, 10, 12), 8, 3, "i8", -3, seed=6, groups=2),              # grouped
+              add="lhs", seed=7),
+        chain(conv((1, 6, 11, 10), 7, 3, "u8", 120, seed=8, dilation=2,            # dilated,
+                   pad=[2, 1, 0, 3]), seed=9),                                    # uneven pad
+        chain(conv((1, 4, 9, 8), 8, 3, "i16", 0, seed=10), seed=11,                # i16 in,
+              shifts=(1, 6)),                                                     # shifts < 32
+        chain(conv((2, 6, 19), 5, 3, "u8", 100, seed=12), add="rhs", seed=13),     # conv1d
+    ]
+    module, inputs = chain_module(specs)
+    names = relax_kernels(module)
+    fused = [n for n in names if n.startswith("qir_dconv") and ("_rq" in n)]
+    assert len(fused) == len(specs), names
+    assert [n for n in names if not n.startswith("qir_")] == ["main"], names  # nothing else
+    compare(module, inputs)
+
+
+def test_row_strided_conv_fuses_and_column_strided_falls_back_exactly():
+    s2_rows = conv((1, 8, 12, 16), 8, 3, "i8", -128, seed=20)
+    s2_rows["attrs"]["stride"] = [2, 1]
+    specs = [chain(s2_rows, seed=21),
+             chain(conv((1, 8, 16, 16), 8, 3, "i8", -128, seed=22, stride=2), add="rhs",
+                   seed=23),                       # stride 2 along rows of pixels: no fusion
+             chain(conv((1, 8, 6, 3), 8, 3, "i8", -128, seed=24), seed=25)]  # 3-px rows
+    module, inputs = chain_module(specs)
+    names = relax_kernels(module)
+    assert len([n for n in names if "_rq" in n]) == 1, names
+    assert len([n for n in names if n.startswith("qir_conv")]) == 2, names
+    compare(module, inputs)
+
+
+def test_what_must_not_fuse():
+    base = chain(conv((1, 8, 8, 16), 8, 3, "i8", -128, seed=30), seed=31)
+    gemmlowp = dict(base, rq=dict(base["rq"], rounding="gemmlowp"))
+    module, inputs = chain_module([base, gemmlowp])
+    chains = plan(module.main)
+    assert [c.anchor.operands[0].name for c in chains.values()] == ["x0"]
+    # an intermediate that is also an output keeps its own op
+    fn = module.main
+    acc = chains[next(iter(chains))].anchor.result
+    fn.set_outputs(list(fn.outputs) + [acc])
+    assert plan(fn) == {}
+    compare(module, inputs)
+
+
+def test_a_chain_whose_kernel_cannot_build_is_lowered_op_by_op():
+    """No AVX2 llvm target: the planned chain falls back, same numbers."""
+    import tvm
+
+    module, inputs = chain_module([chain(conv((1, 8, 8, 16), 8, 3, "i8", -128, seed=40),
+                                         add="lhs", seed=41)])
+    assert len(plan(module.main)) == 1
+    want = run(module, inputs)
+    got = build(module, tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})).run(inputs)
+    for k, w in want.items():
+        np.testing.assert_array_equal(got[k], w)
+
+
+@pytest.mark.parametrize("name", ["resnet_style", "mobilenet_style"])
+def test_zoo_cnn_outputs_exact_with_fused_epilogues(name):
+    """Without probes (which would make every intermediate an output, and unfusable),
+    the zoo's CNNs fuse their conv -> requantize [-> qadd] chains and stay bit-exact."""
+    _, module = zoo_modules(name)
+    chains = plan(module.main)
+    assert chains
+    c = build(module, "llvm")
+    for feed in zoo_feeds(name, module):
+        want, got = run(module, feed), c.run(feed)
+        for k, w in want.items():
+            np.testing.assert_array_equal(got[k], w)
