@@ -1,7 +1,8 @@
 """Epilogue fusion: qir op chains that lower to one integer kernel call.
 
-A qconv1d/qconv2d with constant weights whose int32 result only a single-rounding
-requantize reads (per tensor, or per output channel), optionally followed by a qadd
+A qconv1d/qconv2d or qlinear with constant weights whose int32 result only a
+single-rounding requantize reads (per tensor, or per output channel), optionally
+followed by a qadd
 that alone reads the requantized result (a residual connection, its other operand of
 the result's shape), lowers to one kernel call whose epilogue requantizes, adds and
 clamps in registers (backends/tvm/kernels/epilogue.py): neither the int32 accumulator
@@ -21,11 +22,19 @@ from tvm import relax
 
 from backends.tvm.common import tvm_dtype
 from backends.tvm.kernels.epilogue import Epilogue
-from backends.tvm.quant_ops import add_spec, conv_kernel, requantize_axis, single_rescale
+from backends.tvm.quant_ops import (add_spec, conv_kernel, linear_kernel, requantize_axis,
+                                    single_rescale)
 from qir.ops.core import constant_array
 from qir.ir import Function, Op, Value
 
-ANCHORS = ("qir.qconv1d", "qir.qconv2d")
+# the kernel behind each anchor op, and where the output channels are
+KERNELS = {"qir.qconv1d": conv_kernel, "qir.qconv2d": conv_kernel,
+           "qir.qlinear": linear_kernel}
+
+
+def channel_axis(anchor: Op) -> int:
+    """The anchor result's output-channel axis (per-channel requantize tables)."""
+    return anchor.result.type.rank - 1 if anchor.name == "qir.qlinear" else 1
 
 
 @dataclass(frozen=True)
@@ -60,10 +69,10 @@ def _only_user(value: Value, fn: Function) -> Op | None:
     return value.uses[0].op
 
 
-def _fusable_requantize(op: Op | None) -> bool:
+def _fusable_requantize(op: Op | None, anchor: Op) -> bool:
     return (op is not None and op.name == "qir.requantize"
             and op.attr("rounding") == "single"
-            and requantize_axis(op) in (None, 1))
+            and requantize_axis(op) in (None, channel_axis(anchor)))
 
 
 def _fusable_add(op: Op | None, rq: Op) -> bool:
@@ -78,12 +87,12 @@ def plan(fn: Function) -> dict[Op, Chain]:
     """The fusable chains of `fn`, keyed by their last op."""
     chains = {}
     for op in fn.ops:
-        if op.name not in ANCHORS or constant_array(op.operands[1]) is None:
+        if op.name not in KERNELS or constant_array(op.operands[1]) is None:
             continue
         if len(op.operands) > 2 and constant_array(op.operands[2]) is None:
             continue  # a computed bias is added after the kernel
         rq = _only_user(op.result, fn)
-        if not _fusable_requantize(rq):
+        if not _fusable_requantize(rq, op):
             continue
         add = _only_user(rq.result, fn)
         chain = Chain(op, rq, add if _fusable_add(add, rq) else None)
@@ -103,5 +112,6 @@ def epilogue_of(chain: Chain) -> Epilogue:
 def lower_chain(bb: relax.BlockBuilder, chain: Chain, env: dict) -> relax.Expr | None:
     """The chain's result through one kernel, or None when no kernel takes it."""
     residual = chain.residual()
-    return conv_kernel(bb, chain.anchor, env[chain.anchor.operands[0]],
-                       epilogue_of(chain), None if residual is None else env[residual])
+    kernel = KERNELS[chain.anchor.name]
+    return kernel(bb, chain.anchor, env[chain.anchor.operands[0]], epilogue_of(chain),
+                  None if residual is None else env[residual])

@@ -277,12 +277,9 @@ def qlinear(op, bb, args, params):
     """acc[..., n] = sum_k (x[..., k] - zp_x) * w[n, k] + bias[n] in int32 (through the
     dense kernel when the weights are constant and the target takes it)."""
     x, w = args[0], args[1]
-    w_const = constant_array(op.operands[1])
-    if w_const is not None:
-        acc = dense(bb, x, _storage_range(op.operands[0].type), _zero_point(
-            op.operands[0].type), w_const, _constant_operand(op, 2))
-        if acc is not None:
-            return _add_runtime_bias(bb, op, args, acc, -1)
+    acc = linear_kernel(bb, op, x)
+    if acc is not None:
+        return _add_runtime_bias(bb, op, args, acc, -1)
     x, _, corr = _input_and_correction(bb, op, x, w, [1], None)
     acc = bb.emit(R.matmul(x, R.permute_dims(w), out_dtype="int32"))
     if corr is not None:
@@ -290,6 +287,19 @@ def qlinear(op, bb, args, params):
     if len(args) > 2:
         acc = bb.emit(R.add(acc, args[2]))
     return acc
+
+
+def linear_kernel(bb, op, x: relax.Expr, epilogue=None,
+                  residual: relax.Expr | None = None) -> relax.Expr | None:
+    """The accumulator of a qlinear op through backends/tvm/kernels/dense.py, or with
+    `epilogue` (kernels/epilogue.py) the epilogue's output; None when the weights are
+    not constant or the kernel does not apply."""
+    w = constant_array(op.operands[1])
+    if w is None:
+        return None
+    tx = op.operands[0].type
+    return dense(bb, x, _storage_range(tx), _zero_point(tx), w, _constant_operand(op, 2),
+                 epilogue, residual)
 
 
 def _storage_range(ty: TensorType) -> tuple[int, int]:

@@ -12,7 +12,9 @@ Schedule (per kernel call):
    2R ymm registers over K/2 steps of `dot_8x2` (vpbroadcastd the activation pair,
    vpmovsxbw 16 weights, vpmaddwd + vpaddd): two weight loads and R broadcasts for 4R
    multiply-add instructions;
-3. the tile is written out with the bias added. Tiles run in parallel.
+3. the tile is written out with the bias added, and with an epilogue (epilogue.py:
+   requantize, residual qadd) stored as 8-bit values, vectorised over the tile's 16
+   output channels. Tiles run in parallel.
 
 The batched matmul runs the same tiles per batch entry, with b repacked per call into
 int16 [batch, N/16, K/2, 16, 2] (centred) and `dot_8x2` loading it without sign
@@ -32,6 +34,7 @@ from backends.tvm.kernels.common import (LANES, PARALLEL_WORK, build_or_none, ca
                                          ceil_div, centred, centred_fits_int16, dot_8x2, fits_int8,
                                          kernel_func, kernel_target, row_tile,
                                          schedule_repack, zero_point_var)
+from backends.tvm.kernels.epilogue import Epilogue
 
 COLS = 2 * LANES  # output channels per tile: two ymm accumulators per row
 
@@ -46,8 +49,11 @@ def pack_weights(w: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def dense_func(m: int, n: int, k: int, x_dtype: str) -> tirx.PrimFunc:
-    """The scheduled kernel for x[m, k] (x_dtype) and packed weights of w[n, k]."""
+def dense_func(m: int, n: int, k: int, x_dtype: str,
+               epilogue: Epilogue | None = None) -> tirx.PrimFunc:
+    """The scheduled kernel for x[m, k] (x_dtype) and packed weights of w[n, k]: (x, zp,
+    w, bias, epilogue inputs...) -> y[m, n], int32 or, with an epilogue, its stored
+    values."""
     rows = row_tile(m)
     mp, kh, nt = ceil_div(m, rows) * rows, ceil_div(k, 2), ceil_div(n, COLS)
     x = te.placeholder((m, k), x_dtype, name="x")
@@ -62,11 +68,17 @@ def dense_func(m: int, n: int, k: int, x_dtype: str) -> tirx.PrimFunc:
         xc[i, 2 * ko + ki].astype("int32") * w[t, ko, j, ki].astype("int32"), axis=[ko, ki]),
         name="acc")
     y = te.compute((m, n), lambda i, j: acc[i, j // COLS, j % COLS] + bias[j], name="y")
-    sch = tvm.s_tir.Schedule(te.create_prim_func([x, zp, w, bias, y]))
+    outputs, extra = [y], []
+    if epilogue is not None:  # a stage of its own, as in conv.direct_func
+        extra = epilogue.placeholders((m, n))
+        outputs = [te.compute((m, n), lambda i, j: epilogue.apply(y[i, j], j, (i, j), extra),
+                              name="epilogue")]
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, zp, w, bias, *extra, *outputs]))
     parallel = m * n * k >= PARALLEL_WORK
-    _schedule(sch, rows, parallel, "int8")
+    _schedule(sch, rows, parallel, "int8", with_epilogue=epilogue is not None)
     schedule_repack(sch, "xc", 0, parallel)
-    return kernel_func(sch.mod["main"], f"qir_dense_{x_dtype}_m{m}_n{n}_k{k}")
+    name = f"qir_dense_{x_dtype}_m{m}_n{n}_k{k}"
+    return kernel_func(sch.mod["main"], name + (f"_{epilogue.tag}" if epilogue else ""))
 
 
 @functools.cache
@@ -105,18 +117,23 @@ def _bounds(index, sizes, padded) -> list:
     return [i < size for i, size, p in zip(index, sizes, padded, strict=True) if p > size]
 
 
-def _schedule(sch: tvm.s_tir.Schedule, rows: int, parallel: bool, b_dtype: str) -> None:
-    """Tiles of `rows` x 16 accumulators (under any batch loop), in parallel."""
+def _schedule(sch: tvm.s_tir.Schedule, rows: int, parallel: bool, b_dtype: str,
+              with_epilogue: bool = False) -> None:
+    """Tiles of `rows` x 16 accumulators (under any batch loop), in parallel; the bias
+    (and epilogue) stages per tile, vectorised over its 16 output channels."""
     acc, y = sch.get_sblock("acc"), sch.get_sblock("y")
+    stores = [y, sch.get_sblock("epilogue")] if with_epilogue else [y]
     *batch, i, t, j, ko, ki = sch.get_loops(acc)
     io, ii = sch.split(i, [None, rows])
     jq, ji = sch.split(j, [None, LANES])
     sch.reorder(*batch, io, t, ko, ii, jq, ji, ki)
-    sch.reverse_compute_at(y, t)
+    for block in stores:
+        sch.reverse_compute_at(block, t)
     tiles = sch.fuse(*batch, io, t)
     if parallel:  # parallel and vectorize come before decompose_reduction
         sch.parallel(tiles)
-    sch.vectorize(sch.get_loops(y)[-1])
+    for block in stores:
+        sch.vectorize(sch.get_loops(block)[-1])
     init = sch.decompose_reduction(acc, ko)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(ii)
@@ -125,10 +142,12 @@ def _schedule(sch: tvm.s_tir.Schedule, rows: int, parallel: bool, b_dtype: str) 
 
 
 def dense(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: int,
-          w: np.ndarray, bias: np.ndarray | None) -> relax.Expr | None:
-    """sum_k (x[..., k] - zp) * w[n, k] + bias[n] in int32 through the kernel; None when
-    it does not apply (not an AVX2 llvm target, weights outside int8, x - zp outside
-    int16). `x_range` is the stored range of x."""
+          w: np.ndarray, bias: np.ndarray | None, epilogue: Epilogue | None = None,
+          residual: relax.Expr | None = None) -> relax.Expr | None:
+    """sum_k (x[..., k] - zp) * w[n, k] + bias[n] in int32 through the kernel, or with
+    `epilogue` (and its `residual`, shaped like the result) the epilogue's stored
+    output; None when it does not apply (not an AVX2 llvm target, weights outside int8,
+    x - zp outside int16). `x_range` is the stored range of x."""
     x_dtype = dtype_of(x)
     if (kernel_target() is None or not fits_int8(w)
             or not centred_fits_int16(x_dtype, *x_range, zp)):
@@ -138,14 +157,19 @@ def dense(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: i
     m = int(np.prod(shape[:-1]))
     if m == 0 or shape[-1] != k:
         return None
-    func = build_or_none(dense_func, m, n, k, x_dtype)
+    func = build_or_none(dense_func, m, n, k, x_dtype, epilogue)
     if func is None:
         return None
     b = np.zeros(n, np.int32) if bias is None else bias.astype(np.int32)
     x2 = bb.emit(R.reshape(x, (m, k))) if len(shape) != 2 else x
+    extra, out_dtype = [], "int32"
+    if epilogue is not None:
+        if residual is not None and len(shape) != 2:
+            residual = bb.emit(R.reshape(residual, (m, n)))
+        extra, out_dtype = epilogue.relax_args(residual), epilogue.out_dtype
     y = call_kernel(bb, func,
                     [x2, relax.prim_value(zp, "int32"), const(pack_weights(w), "int8"),
-                     const(b, "int32")], (m, n))
+                     const(b, "int32"), *extra], (m, n), out_dtype)
     return bb.emit(R.reshape(y, shape[:-1] + (n,))) if len(shape) != 2 else y
 
 

@@ -1,4 +1,4 @@
-"""Epilogue fusion (backends/tvm/epilogue_fusion.py): conv -> requantize [-> qadd]
+"""Epilogue fusion (backends/tvm/epilogue_fusion.py): conv/linear -> requantize [-> qadd]
 chains lowered to one kernel call, bit for bit against the numpy interpreter, and the
 chains that must not fuse (or that no kernel takes) lowered op by op, still exact."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_tvm_kernels import activation, conv
+from test_tvm_kernels import activation, conv, linear
 from tvm_helpers import compare, zoo_feeds, zoo_modules
 
 import qir
@@ -47,11 +47,13 @@ def chain_module(specs: list[dict]) -> tuple[qir.Module, dict[str, np.ndarray]]:
     outputs = []
     for i, s in enumerate(specs):
         module.params[f"w{i}"] = s["w"]
-        module.params[f"b{i}"] = s["bias"]
-        w = b.create("qir.param", [], {"name": f"w{i}"}, [s["w_ty"]]).result
-        bias = b.create("qir.param", [], {"name": f"b{i}"},
-                        [TensorType(s["bias"].shape, "i32")]).result
-        acc = b.create(s["op"], [arg[f"x{i}"], w, bias], s["attrs"]).result
+        operands = [arg[f"x{i}"],
+                    b.create("qir.param", [], {"name": f"w{i}"}, [s["w_ty"]]).result]
+        if s.get("bias") is not None:
+            module.params[f"b{i}"] = s["bias"]
+            operands.append(b.create("qir.param", [], {"name": f"b{i}"},
+                                     [TensorType(s["bias"].shape, "i32")]).result)
+        acc = b.create(s["op"], operands, s["attrs"]).result
         rq = b.create("qir.requantize", [acc], s["rq"], [s["rq_ty"]]).result
         if s.get("add"):
             r = arg[f"r{i}"]
@@ -63,12 +65,15 @@ def chain_module(specs: list[dict]) -> tuple[qir.Module, dict[str, np.ndarray]]:
     return module, inputs
 
 
-def chain(conv_spec: dict, *, axis=1, storage="i8", zp_out=-128, relu=False, add=None,
+def chain(spec: dict, *, axis="channels", storage="i8", zp_out=-128, relu=False, add=None,
           seed=0, shifts=(-9, -6)) -> dict:
-    """A conv spec extended with its requantize (and qadd when `add`)."""
-    s = dict(conv_spec)
+    """A conv or linear spec (test_tvm_kernels) extended with its requantize (per output
+    channel by default, None: per tensor), and qadd when `add`."""
+    s = dict(spec, attrs=spec.get("attrs", {}))
     o = s["w"].shape[0]
     acc_shape = qir_shape(s)
+    if axis == "channels":
+        axis = len(acc_shape) - 1 if s["op"] == "qir.qlinear" else 1
     s["rq"] = rq_attrs(o, seed, axis, zp_out, storage, relu, shifts)
     s["rq_ty"] = TensorType(acc_shape, QuantType(storage, "f32", (0.05,), (zp_out,)))
     if add:
@@ -122,6 +127,20 @@ def test_fused_chains_are_one_kernel_each_and_exact():
     compare(module, inputs)
 
 
+def test_fused_linear_chains():
+    specs = [chain(linear((37, 33), 21, "i8", -3, seed=50), seed=51),            # odd tiles
+             chain(linear((2, 5, 64), 48, "u8", 131, seed=52), add="lhs", seed=53),  # 3-D
+             chain(linear((1, 70), 10, "i8", 0, seed=54, bias=False), axis=None,  # no bias
+                   relu=True, seed=55),
+             chain(linear((7, 96), 130, "i16", 0, seed=56), add="rhs", storage="i8",
+                   shifts=(2, 5), seed=57)]                                     # i16 in
+    module, inputs = chain_module(specs)
+    names = relax_kernels(module)
+    assert len([n for n in names if n.startswith("qir_dense") and "_rq" in n]) == 4, names
+    assert [n for n in names if not n.startswith("qir_")] == ["main"], names
+    compare(module, inputs)
+
+
 def test_row_strided_conv_fuses_and_column_strided_falls_back_exactly():
     s2_rows = conv((1, 8, 12, 16), 8, 3, "i8", -128, seed=20)
     s2_rows["attrs"]["stride"] = [2, 1]
@@ -163,10 +182,11 @@ def test_a_chain_whose_kernel_cannot_build_is_lowered_op_by_op():
         np.testing.assert_array_equal(got[k], w)
 
 
-@pytest.mark.parametrize("name", ["resnet_style", "mobilenet_style"])
-def test_zoo_cnn_outputs_exact_with_fused_epilogues(name):
+@pytest.mark.parametrize("name", ["resnet_style", "mobilenet_style", "bert_style"])
+def test_zoo_outputs_exact_with_fused_epilogues(name):
     """Without probes (which would make every intermediate an output, and unfusable),
-    the zoo's CNNs fuse their conv -> requantize [-> qadd] chains and stay bit-exact."""
+    zoo models fuse their conv/linear -> requantize [-> qadd] chains and stay
+    bit-exact."""
     _, module = zoo_modules(name)
     chains = plan(module.main)
     assert chains
