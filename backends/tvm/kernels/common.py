@@ -1,4 +1,4 @@
-"""What the kernels share: the target test, the AVX2 pair-dot intrinsic they tensorize
+"""What the kernels share: the target test, the dot-product intrinsics they tensorize
 with, tile-size choice, and the Relax call of a kernel.
 
 The micro-kernel of every kernel is `dot_8x2`: c[i] += a[0] * b[i, 0] + a[1] * b[i, 1]
@@ -7,11 +7,19 @@ weights (sign-extended to int16 by `vpmovsxbw`) or int16 values, and c: eight in
 accumulators held in registers; one `vpmaddwd` + `vpaddd`. With |a| <= 2^15 and
 |b| <= 2^7 each pair sum is below 2^23: exact, unlike `vpmaddubsw`, whose int16 pair sums
 saturate; int16 b must keep a pair sum below 2^31 (batch_matmul checks it).
+
+Where the CPU has VNNI (AVX512-VNNI with AVX512-VL, or AVX-VNNI), the dense and direct
+conv kernels use `dot_8x4` instead: c[i] += sum_k a[k] * b[i, k] over 4 steps, one of a
+and b uint8 and the other int8, one `vpdpbusd` on ymm registers (32 multiply-adds, no
+intermediate saturation: exact). The activations enter it as uint8, x - storage_min
+(x + 128 for int8), and the kernels subtract (zp - storage_min) * sum_k w[n, k] through
+the bias instead of centring x: the IR's semantics stay (x - zp) * w.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import tvm
@@ -19,6 +27,7 @@ from tvm import relax, te, tirx
 from tvm.target import codegen
 
 DOT_8X2 = "qir_dot_8x2"
+DOT_8X4 = "qir_dot_8x4"
 LANES = 8  # int32 lanes of a ymm register
 MAX_ROWS = 6  # accumulator rows of a tile: 6 x 2 ymm + 2 weights + 1 broadcast <= 16
 OP_PATTERN_OPAQUE = 8  # relax.transform.FuseOps leaves opaque calls alone
@@ -32,6 +41,56 @@ def kernel_target() -> tvm.target.Target | None:
     if target is None or str(target.kind.name) != "llvm":
         return None
     return target if codegen.target_has_features("avx2", target) else None
+
+
+def has_vnni(target: tvm.target.Target | None) -> bool:
+    """Whether `target` (an AVX2 kernel target) has 256-bit vpdpbusd."""
+    if target is None:
+        return False
+    return (codegen.target_has_features("avxvnni", target)
+            or (codegen.target_has_features("avx512vnni", target)
+                and codegen.target_has_features("avx512vl", target)))
+
+
+@dataclass(frozen=True)
+class Dot:
+    """A kernel's multiply: AVX2 (`vnni` False: channel pairs of int16 x - zp,
+    int16 weights, dot_8x2) or VNNI (channel quads of uint8 x - storage_min, int8
+    weights, dot_8x4). `tensorize` False leaves the reduction as plain TIR (the
+    intrinsic's description): the VNNI layouts can then be checked, bit for bit, on a
+    CPU without VNNI."""
+
+    vnni: bool = False
+    tensorize: bool = True
+
+    @property
+    def group(self) -> int:
+        return 4 if self.vnni else 2
+
+    @property
+    def weight_dtype(self) -> str:
+        return "int8" if self.vnni else "int16"
+
+
+AVX2 = Dot()
+
+
+def input_offset(x_dtype: str) -> int:
+    """What the VNNI kernels subtract from x to make it uint8: its storage minimum."""
+    return -128 if x_dtype == "int8" else 0
+
+
+def choose_dot(w: np.ndarray, bias: np.ndarray, x_dtype: str, zp: int
+               ) -> tuple[Dot, np.ndarray]:
+    """VNNI for 8-bit x when the target has it and int32 holds every partial sum, with
+    the bias corrected for it (vnni_bias); else AVX2 and the bias as it is. w is [N, K]
+    (output channels by reduction)."""
+    if has_vnni(kernel_target()) and x_dtype in ("int8", "uint8"):
+        sums = w.astype(np.int64).sum(axis=1)
+        corrected = vnni_bias(bias, sums, zp, input_offset(x_dtype), w.shape[1])
+        if corrected is not None:
+            return Dot(vnni=True), corrected
+    return AVX2, bias
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -104,6 +163,86 @@ def dot_8x2(b_dtype: str = "int8") -> str:
     name = f"{DOT_8X2}_{b_dtype}"
     TensorIntrin.register(name, desc, impl, override=True)
     return name
+
+
+@functools.cache
+def dot_8x4(vector_dtype: str) -> str:
+    """Register the dot_8x4 tensor intrinsic (vpdpbusd, ymm) and return its name.
+    `vector_dtype` is b's: "int8" (b the weights, a four uint8 activations broadcast:
+    dense) or "uint8" (b eight pixels' activations, a four int8 weights broadcast: the
+    direct conv kernel)."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    a_dtype = "uint8" if vector_dtype == "int8" else "int8"
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((4,), a_dtype, offset_factor=1),
+             b: T.Buffer((8, 4), vector_dtype, offset_factor=1),
+             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:8], a[0:4], b[0:8, 0:4])
+            T.writes(c[0:8])
+            for i, k in T.grid(8, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    # vpdpbusd multiplies the unsigned bytes of its second operand by the signed bytes of
+    # its third; LLVM 22 types both as <32 x i8>
+    @T.prim_func(s_tir=True)
+    def impl_unsigned_a(a: T.Buffer((4,), a_dtype, offset_factor=1),
+                        b: T.Buffer((8, 4), vector_dtype, offset_factor=1),
+                        c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:8], a[0:4], b[0:8, 0:4])
+            T.writes(c[0:8])
+            c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
+                c.vload([0], "int32x8"),
+                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{a_dtype}x4"),
+                                                        dtype="int32"), 8), dtype="int8x32"),
+                T.reinterpret(b.vload([0, 0], f"{vector_dtype}x32"), dtype="int8x32"),
+                dtype="int32x8")
+
+    @T.prim_func(s_tir=True)
+    def impl_unsigned_b(a: T.Buffer((4,), a_dtype, offset_factor=1),
+                        b: T.Buffer((8, 4), vector_dtype, offset_factor=1),
+                        c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:8], a[0:4], b[0:8, 0:4])
+            T.writes(c[0:8])
+            c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
+                c.vload([0], "int32x8"),
+                T.reinterpret(b.vload([0, 0], f"{vector_dtype}x32"), dtype="int8x32"),
+                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{a_dtype}x4"),
+                                                        dtype="int32"), 8), dtype="int8x32"),
+                dtype="int32x8")
+
+    name = f"{DOT_8X4}_{vector_dtype}"
+    impl = impl_unsigned_a if a_dtype == "uint8" else impl_unsigned_b
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
+def unsigned_input(x: te.Tensor, offset: int, index, inside: list,
+                   outside: tirx.PrimExpr) -> tirx.PrimExpr:
+    """uint8(x[index] - offset) (x's storage minimum: in [0, 255]), or `outside` (a
+    uint8) where the conditions `inside` do not all hold."""
+    v = (x[index].astype("int32") - offset).astype("uint8")
+    return tirx.if_then_else(tirx.all(*inside), v, outside) if inside else v
+
+
+def vnni_bias(bias: np.ndarray, w_sums: np.ndarray, zp: int, offset: int, k: int
+              ) -> np.ndarray | None:
+    """The bias of a VNNI kernel: bias - (zp - offset) * sum_k w, so that
+    sum (x - offset) w + it = sum (x - zp) w + bias; None when it, or a partial sum of k
+    uint8 x int8 products, could leave int32."""
+    b = bias.astype(np.int64) - (zp - offset) * w_sums.astype(np.int64)
+    if k * 255 * 128 >= 2**31 or (b.size and np.max(np.abs(b)) >= 2**31):
+        return None
+    return b.astype(np.int32)
 
 
 def build_or_none(builder, *args) -> tirx.PrimFunc | None:

@@ -27,10 +27,12 @@ import tvm
 from tvm import relax, te, tirx
 
 from backends.tvm.common import R, const, dtype_of, shape_of
-from backends.tvm.kernels.common import (LANES, PARALLEL_WORK, build_or_none, call_kernel,
-                                         ceil_div, centred, centred_fits_int16, dot_8x2,
-                                         fits_int8, kernel_func, kernel_target, row_tile,
-                                         schedule_repack, vectorize_inner, zero_point_var)
+from backends.tvm.kernels.common import (AVX2, LANES, PARALLEL_WORK, Dot, build_or_none,
+                                         call_kernel, ceil_div, centred, centred_fits_int16,
+                                         choose_dot, dot_8x2, dot_8x4, fits_int8,
+                                         input_offset, kernel_func, kernel_target, row_tile,
+                                         schedule_repack, unsigned_input, vectorize_inner,
+                                         zero_point_var)
 from backends.tvm.kernels.epilogue import Epilogue
 
 COLS = 2 * LANES  # output channels per tile of the grouped kernel
@@ -193,7 +195,7 @@ def use_direct(s: ConvShape) -> bool:
             and 2 * ow >= ceil_div(ow, LANES) * LANES)
 
 
-def _direct_dims(s: ConvShape) -> dict:
+def _direct_dims(s: ConvShape, dot: Dot) -> dict:
     oh, ow = s.out_hw
     rows = DIRECT_ROWS if oh > 1 else 1
     ohp, owp = ceil_div(oh, rows) * rows, ceil_div(ow, LANES) * LANES
@@ -201,51 +203,57 @@ def _direct_dims(s: ConvShape) -> dict:
     pt, pl, pb, pr = s.padding
     (sh, _), (dh, dw) = s.stride, s.dilation
     return dict(oh=oh, ow=ow, rows=rows, ohp=ohp, owp=owp, cg=cg, og=og,
-                ch=ceil_div(cg, 2), ogp=ceil_div(og, DIRECT_COLS) * DIRECT_COLS,
+                ch=ceil_div(cg, dot.group), ogp=ceil_div(og, DIRECT_COLS) * DIRECT_COLS,
                 hx=max(s.h + pt + pb, (ohp - 1) * sh + dh * (s.kh - 1) + 1),
                 wx=max(s.w + pl + pr, owp + dw * (s.kw - 1)))
 
 
-def pack_direct_weights(w: np.ndarray, groups: int) -> np.ndarray:
-    """w[O, C/G, KH, KW] as int16 [G, O/G (padded to 4), ceil(C/G/2), KH, KW, 2]: the
-    channel pair a broadcast multiplies, innermost."""
+def pack_direct_weights(w: np.ndarray, groups: int, dot: Dot = AVX2) -> np.ndarray:
+    """w[O, C/G, KH, KW] as [G, O/G (padded to 4), C/G/q, KH, KW, q] (q = dot.group
+    channels a broadcast multiplies, innermost): int16 pairs, or int8 quads for VNNI."""
     o, cg, kh, kw = w.shape
-    og = o // groups
-    ogp, ch = ceil_div(og, DIRECT_COLS) * DIRECT_COLS, ceil_div(cg, 2)
-    padded = np.zeros((groups, ogp, ch * 2, kh, kw), np.int16)
+    og, q = o // groups, dot.group
+    ogp, ch = ceil_div(og, DIRECT_COLS) * DIRECT_COLS, ceil_div(cg, q)
+    padded = np.zeros((groups, ogp, ch * q, kh, kw), dot.weight_dtype)
     padded[:, :og, :cg] = w.reshape(groups, og, cg, kh, kw)
-    packed = padded.reshape(groups, ogp, ch, 2, kh, kw).transpose(0, 1, 2, 4, 5, 3)
+    packed = padded.reshape(groups, ogp, ch, q, kh, kw).transpose(0, 1, 2, 4, 5, 3)
     return np.ascontiguousarray(packed)
 
 
 @functools.cache
-def direct_func(s: ConvShape, epilogue: Epilogue | None = None) -> tirx.PrimFunc:
+def direct_func(s: ConvShape, epilogue: Epilogue | None = None,
+                dot: Dot = AVX2) -> tirx.PrimFunc:
     """The scheduled direct kernel: (x, zp, packed weights, bias[G, O/G padded to 4],
-    epilogue inputs...)
-    -> y[N, O, OH, OW], int32 accumulators or, with an epilogue, its stored values."""
-    d = _direct_dims(s)
-    (sh, _), (dh, dw), g = s.stride, s.dilation, s.groups
+    epilogue inputs...) -> y[N, O, OH, OW], int32 accumulators or, with an epilogue, its
+    stored values. With VNNI the bias must come with (zp - storage_min) * sum w taken
+    off (common.vnni_bias)."""
+    d = _direct_dims(s, dot)
+    (sh, _), (dh, dw), g, q = s.stride, s.dilation, s.groups, dot.group
     pt, pl, _, _ = s.padding
     x = te.placeholder((s.n, s.c, s.h, s.w), s.x_dtype, name="x")
     zp = zero_point_var()
-    w = te.placeholder((g, d["ogp"], d["ch"], s.kh, s.kw, 2), "int16", name="w")
+    w = te.placeholder((g, d["ogp"], d["ch"], s.kh, s.kw, q), dot.weight_dtype, name="w")
     bias = te.placeholder((g, d["ogp"]), "int32", name="bias")
     out_shape = (s.n, s.o, d["oh"], d["ow"])
     extra = epilogue.placeholders(out_shape) if epilogue is not None else []
+    offset = input_offset(s.x_dtype)
 
     def repack(n, gi, ch, hi, wi, ci):
-        c = 2 * ch + ci
-        inside = (_bounds(c, 0, d["cg"], 2 * d["ch"]) + _bounds(hi, pt, s.h, d["hx"])
+        c = q * ch + ci
+        inside = (_bounds(c, 0, d["cg"], q * d["ch"]) + _bounds(hi, pt, s.h, d["hx"])
                   + _bounds(wi, pl, s.w, d["wx"]))
-        return centred(x, zp, (n, gi * d["cg"] + c, hi - pt, wi - pl), inside)
+        index = (n, gi * d["cg"] + c, hi - pt, wi - pl)
+        if dot.vnni:  # padding reads zp - offset: x - zp = 0 there
+            return unsigned_input(x, offset, index, inside, (zp - offset).astype("uint8"))
+        return centred(x, zp, index, inside)
 
-    xc = te.compute((s.n, g, d["ch"], d["hx"], d["wx"], 2), repack, name="xc")
+    xc = te.compute((s.n, g, d["ch"], d["hx"], d["wx"], q), repack, name="xc")
     rc = te.reduce_axis((0, d["ch"]), "rc")
     rh = te.reduce_axis((0, s.kh), "rh")
     rw = te.reduce_axis((0, s.kw), "rw")
-    ri = te.reduce_axis((0, 2), "ri")
-    # weights first: dot_8x2 broadcasts its first operand (a weight pair here) and loads
-    # eight pixels' channel pairs as the second
+    ri = te.reduce_axis((0, q), "ri")
+    # weights first: the dot broadcasts its first operand (a weight group here) and
+    # loads eight pixels' channel groups as the second
     acc = te.compute(
         (s.n, g, d["ogp"], d["ohp"], d["owp"]),
         lambda n, gi, o, oh, ow: te.sum(
@@ -263,16 +271,16 @@ def direct_func(s: ConvShape, epilogue: Epilogue | None = None) -> tirx.PrimFunc
                               name="epilogue")]
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, zp, w, bias, *extra, *outputs]))
     _schedule_direct(sch, d["rows"], parallel=s.macs() >= PARALLEL_WORK,
-                     with_epilogue=epilogue is not None)
-    name = s.name.replace("qir_conv", "qir_dconv")
+                     with_epilogue=epilogue is not None, dot=dot)
+    name = s.name.replace("qir_conv", "qir_vconv" if dot.vnni else "qir_dconv")
     return kernel_func(sch.mod["main"], name + (f"_{epilogue.tag}" if epilogue else ""))
 
 
 def _schedule_direct(sch: tvm.s_tir.Schedule, rows: int, parallel: bool,
-                     with_epilogue: bool) -> None:
+                     with_epilogue: bool, dot: Dot) -> None:
     """Tiles of 4 output channels x `rows` rows x 8 pixels: 4 x `rows` ymm accumulators
-    over (channel pair, kh, kw), each step broadcasting 4 weight pairs and loading
-    `rows` vectors of 8 pixels' channel pairs; bias and epilogue store whole vectors."""
+    over (channel group, kh, kw), each step broadcasting 4 weight groups and loading
+    `rows` vectors of 8 pixels' channel groups; bias and epilogue store whole vectors."""
     acc, y = sch.get_sblock("acc"), sch.get_sblock("y")
     epilogue = sch.get_sblock("epilogue") if with_epilogue else None
     n, g, o, oh, ow, rc, rh, rw, ri = sch.get_loops(acc)
@@ -292,7 +300,8 @@ def _schedule_direct(sch: tvm.s_tir.Schedule, rows: int, parallel: bool,
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(oi)
     sch.unroll(hi)
-    sch.tensorize(wi, dot_8x2("int16"))
+    if dot.tensorize:
+        sch.tensorize(wi, dot_8x4("uint8") if dot.vnni else dot_8x2("int16"))
     for block in (y, epilogue) if epilogue is not None else (y,):
         vectorize_inner(sch, sch.get_loops(block)[-1], LANES)
 
@@ -396,8 +405,9 @@ def conv2d(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: 
     out_shape, out_dtype = (n, o, oh, ow), "int32"
     extra = []
     if use_direct(s):
-        func = build_or_none(direct_func, s, epilogue)
-        packed = pack_direct_weights(w, groups)
+        dot, b = choose_dot(w.reshape(o, -1), b, x_dtype, zp)
+        func = build_or_none(direct_func, s, epilogue, dot)
+        packed = pack_direct_weights(w, groups, dot)
         b = np.pad(b.reshape(groups, o // groups),
                    ((0, 0), (0, packed.shape[1] - o // groups)))
         if epilogue is not None:

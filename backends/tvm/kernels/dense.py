@@ -30,42 +30,53 @@ import tvm
 from tvm import relax, te, tirx
 
 from backends.tvm.common import R, const, dtype_of, shape_of
-from backends.tvm.kernels.common import (LANES, PARALLEL_WORK, build_or_none, call_kernel,
-                                         ceil_div, centred, centred_fits_int16, dot_8x2, fits_int8,
-                                         kernel_func, kernel_target, row_tile,
-                                         schedule_repack, zero_point_var)
+from backends.tvm.kernels.common import (AVX2, LANES, PARALLEL_WORK, Dot, build_or_none,
+                                         call_kernel, ceil_div, centred, centred_fits_int16,
+                                         choose_dot, dot_8x2, dot_8x4, fits_int8,
+                                         input_offset, kernel_func, kernel_target, row_tile,
+                                         schedule_repack, unsigned_input, zero_point_var)
 from backends.tvm.kernels.epilogue import Epilogue
 
 COLS = 2 * LANES  # output channels per tile: two ymm accumulators per row
 
 
-def pack_weights(w: np.ndarray) -> np.ndarray:
-    """w[N, K] (values in int8) as int8 [ceil(N/16), ceil(K/2), 16, 2], zero-padded."""
+def pack_weights(w: np.ndarray, dot: Dot = AVX2) -> np.ndarray:
+    """w[N, K] (values in int8) as int8 [ceil(N/16), ceil(K/q), 16, q], zero-padded
+    (q = dot.group: 2, or 4 for VNNI)."""
     n, k = w.shape
-    nt, kh = ceil_div(n, COLS), ceil_div(k, 2)
-    padded = np.zeros((nt * COLS, kh * 2), np.int8)
+    q = dot.group
+    nt, kq = ceil_div(n, COLS), ceil_div(k, q)
+    padded = np.zeros((nt * COLS, kq * q), np.int8)
     padded[:n, :k] = w
-    return np.ascontiguousarray(padded.reshape(nt, COLS, kh, 2).transpose(0, 2, 1, 3))
+    return np.ascontiguousarray(padded.reshape(nt, COLS, kq, q).transpose(0, 2, 1, 3))
 
 
 @functools.cache
-def dense_func(m: int, n: int, k: int, x_dtype: str,
-               epilogue: Epilogue | None = None) -> tirx.PrimFunc:
+def dense_func(m: int, n: int, k: int, x_dtype: str, epilogue: Epilogue | None = None,
+               dot: Dot = AVX2) -> tirx.PrimFunc:
     """The scheduled kernel for x[m, k] (x_dtype) and packed weights of w[n, k]: (x, zp,
     w, bias, epilogue inputs...) -> y[m, n], int32 or, with an epilogue, its stored
-    values."""
-    rows = row_tile(m)
-    mp, kh, nt = ceil_div(m, rows) * rows, ceil_div(k, 2), ceil_div(n, COLS)
+    values. With VNNI the bias must come with (zp - storage_min) * sum w taken off
+    (common.vnni_bias)."""
+    rows, q = row_tile(m), dot.group
+    mp, kq, nt = ceil_div(m, rows) * rows, ceil_div(k, q), ceil_div(n, COLS)
     x = te.placeholder((m, k), x_dtype, name="x")
     zp = zero_point_var()
-    w = te.placeholder((nt, kh, COLS, 2), "int8", name="w")
+    w = te.placeholder((nt, kq, COLS, q), "int8", name="w")
     bias = te.placeholder((n,), "int32", name="bias")
-    xc = te.compute((mp, 2 * kh), lambda i, j: centred(
-        x, zp, (i, j), _bounds((i, j), (m, k), (mp, 2 * kh))), name="xc")
-    ko = te.reduce_axis((0, kh), "ko")
-    ki = te.reduce_axis((0, 2), "ki")
+
+    def repack(i, j):
+        inside = _bounds((i, j), (m, k), (mp, q * kq))
+        if dot.vnni:  # padded rows and columns multiply zero weights or are dropped
+            return unsigned_input(x, input_offset(x_dtype), (i, j), inside,
+                                  tirx.const(0, "uint8"))
+        return centred(x, zp, (i, j), inside)
+
+    xc = te.compute((mp, q * kq), repack, name="xc")
+    ko = te.reduce_axis((0, kq), "ko")
+    ki = te.reduce_axis((0, q), "ki")
     acc = te.compute((mp, nt, COLS), lambda i, t, j: te.sum(
-        xc[i, 2 * ko + ki].astype("int32") * w[t, ko, j, ki].astype("int32"), axis=[ko, ki]),
+        xc[i, q * ko + ki].astype("int32") * w[t, ko, j, ki].astype("int32"), axis=[ko, ki]),
         name="acc")
     y = te.compute((m, n), lambda i, j: acc[i, j // COLS, j % COLS] + bias[j], name="y")
     outputs, extra = [y], []
@@ -75,9 +86,9 @@ def dense_func(m: int, n: int, k: int, x_dtype: str,
                               name="epilogue")]
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, zp, w, bias, *extra, *outputs]))
     parallel = m * n * k >= PARALLEL_WORK
-    _schedule(sch, rows, parallel, "int8", with_epilogue=epilogue is not None)
+    _schedule(sch, rows, parallel, "int8", with_epilogue=epilogue is not None, dot=dot)
     schedule_repack(sch, "xc", 0, parallel)
-    name = f"qir_dense_{x_dtype}_m{m}_n{n}_k{k}"
+    name = f"qir_{'vdense' if dot.vnni else 'dense'}_{x_dtype}_m{m}_n{n}_k{k}"
     return kernel_func(sch.mod["main"], name + (f"_{epilogue.tag}" if epilogue else ""))
 
 
@@ -118,7 +129,7 @@ def _bounds(index, sizes, padded) -> list:
 
 
 def _schedule(sch: tvm.s_tir.Schedule, rows: int, parallel: bool, b_dtype: str,
-              with_epilogue: bool = False) -> None:
+              with_epilogue: bool = False, dot: Dot = AVX2) -> None:
     """Tiles of `rows` x 16 accumulators (under any batch loop), in parallel; the bias
     (and epilogue) stages per tile, vectorised over its 16 output channels."""
     acc, y = sch.get_sblock("acc"), sch.get_sblock("y")
@@ -138,7 +149,8 @@ def _schedule(sch: tvm.s_tir.Schedule, rows: int, parallel: bool, b_dtype: str,
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(ii)
     sch.unroll(jq)
-    sch.tensorize(ji, dot_8x2(b_dtype))
+    if dot.tensorize:
+        sch.tensorize(ji, dot_8x4("int8") if dot.vnni else dot_8x2(b_dtype))
 
 
 def dense(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: int,
@@ -157,10 +169,11 @@ def dense(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: i
     m = int(np.prod(shape[:-1]))
     if m == 0 or shape[-1] != k:
         return None
-    func = build_or_none(dense_func, m, n, k, x_dtype, epilogue)
+    b = np.zeros(n, np.int32) if bias is None else bias.astype(np.int32)
+    dot, b = choose_dot(w, b, x_dtype, zp)
+    func = build_or_none(dense_func, m, n, k, x_dtype, epilogue, dot)
     if func is None:
         return None
-    b = np.zeros(n, np.int32) if bias is None else bias.astype(np.int32)
     x2 = bb.emit(R.reshape(x, (m, k))) if len(shape) != 2 else x
     extra, out_dtype = [], "int32"
     if epilogue is not None:
@@ -168,7 +181,7 @@ def dense(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: i
             residual = bb.emit(R.reshape(residual, (m, n)))
         extra, out_dtype = epilogue.relax_args(residual), epilogue.out_dtype
     y = call_kernel(bb, func,
-                    [x2, relax.prim_value(zp, "int32"), const(pack_weights(w), "int8"),
+                    [x2, relax.prim_value(zp, "int32"), const(pack_weights(w, dot), "int8"),
                      const(b, "int32"), *extra], (m, n), out_dtype)
     return bb.emit(R.reshape(y, shape[:-1] + (n,))) if len(shape) != 2 else y
 
