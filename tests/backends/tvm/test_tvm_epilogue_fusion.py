@@ -141,17 +141,21 @@ def test_fused_linear_chains():
     compare(module, inputs)
 
 
-def test_row_strided_conv_fuses_and_column_strided_falls_back_exactly():
+def test_which_convs_take_the_fused_direct_kernel():
+    """Strided rows of output (not pixels), yes; the rest lower unfused, still exact:
+    stride 2 along rows of pixels, 3-pixel rows, an input too big for the direct kernel
+    (kernels/conv.py DIRECT_MAX_INPUT)."""
     s2_rows = conv((1, 8, 12, 16), 8, 3, "i8", -128, seed=20)
     s2_rows["attrs"]["stride"] = [2, 1]
     specs = [chain(s2_rows, seed=21),
              chain(conv((1, 8, 16, 16), 8, 3, "i8", -128, seed=22, stride=2), add="rhs",
-                   seed=23),                       # stride 2 along rows of pixels: no fusion
-             chain(conv((1, 8, 6, 3), 8, 3, "i8", -128, seed=24), seed=25)]  # 3-px rows
+                   seed=23),
+             chain(conv((1, 8, 6, 3), 8, 3, "i8", -128, seed=24), seed=25),
+             chain(conv((1, 64, 24, 24), 16, 1, "i8", -128, seed=26, pad=[0] * 4), seed=27)]
     module, inputs = chain_module(specs)
     names = relax_kernels(module)
     assert len([n for n in names if "_rq" in n]) == 1, names
-    assert len([n for n in names if n.startswith("qir_conv")]) == 2, names
+    assert len([n for n in names if n.startswith("qir_conv")]) == 3, names
     compare(module, inputs)
 
 
