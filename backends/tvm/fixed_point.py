@@ -144,9 +144,10 @@ class Add:
     lo: int
     hi: int
     out_dtype: str
+    span: int = 2**32  # a bound on |a - zp_a| and |b - zp_b|
 
     def apply(self, a: tir.PrimExpr, b: tir.PrimExpr) -> tir.PrimExpr:
-        n = max(self.n_a, self.n_b)
+        n = self.shift()
         narrow = _narrow(np.asarray([n]))
         shift = tir.const(n - 32, I32) if narrow else tir.const(n, I64)
 
@@ -160,6 +161,18 @@ class Add:
         v = term(a, self.zp_a, self.m_a, self.n_a) + term(b, self.zp_b, self.m_b, self.n_b)
         return _round_shift_clamp(v + tir.const(1 << (n - 1), I64), narrow, shift,
                                   self.zp_out, self.lo, self.hi, self.out_dtype)
+
+    def shift(self) -> int:
+        """The shift n of the one rounding. The terms' n is max(n_a, n_b); below 32 it is
+        raised to 32, both terms shifted left by the difference, when no term can then
+        leave int64: floor((v + 2^(n-1)) / 2^n) is unchanged by scaling v and 2^n alike,
+        and from 32 on the shift finishes in int32 (no 64-bit vector shift or clamp,
+        which AVX2 lacks)."""
+        n = max(self.n_a, self.n_b)
+        if n >= 32:
+            return n
+        reach = self.span * (self.m_a * 2 ** (32 - self.n_a) + self.m_b * 2 ** (32 - self.n_b))
+        return 32 if reach + 2**31 < 2**62 else n
 
 
 def requantize(bb: relax.BlockBuilder, x: relax.Expr, rescale: Rescale,

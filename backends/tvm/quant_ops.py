@@ -176,10 +176,13 @@ def qmul(op, bb, args, params):
 def add_spec(op) -> fixed_point.Add:
     """A qadd op's arithmetic."""
     lo, hi = _clamp_range(op)
+    a, b = (v.type for v in op.operands)
+    span = max(max(abs(t.quant.storage_min - z), abs(t.quant.storage_max - z))
+               for t, z in ((a, _zero_point(a)), (b, _zero_point(b))))
     return fixed_point.Add(
-        _zero_point(op.operands[0].type), _zero_point(op.operands[1].type),
-        op.attr("lhs_multiplier"), op.attr("rhs_multiplier"), 31 - op.attr("lhs_shift"),
-        31 - op.attr("rhs_shift"), op.attr("output_zp"), lo, hi, tvm_dtype(op.result.type))
+        _zero_point(a), _zero_point(b), op.attr("lhs_multiplier"), op.attr("rhs_multiplier"),
+        31 - op.attr("lhs_shift"), 31 - op.attr("rhs_shift"), op.attr("output_zp"), lo, hi,
+        tvm_dtype(op.result.type), span)
 
 
 @relax_lowering("qir.qadd", upcast=False)

@@ -194,6 +194,31 @@ def test_qadd_random():
     check_cases(cases)
 
 
+def test_qadd_with_its_shift_below_32():
+    """n = max(n_a, n_b) < 32: raised to 32 (fixed_point.Add.shift) where no term can
+    leave int64, else the int64 shift; every value of a and b, both rounding
+    directions."""
+    from backends.tvm.fixed_point import Add
+
+    a = np.arange(-128, 128, dtype=np.int8).reshape(16, 16)
+    b = np.arange(0, 256, dtype=np.int32).astype(np.uint8).reshape(16, 16).T.copy()
+    wide = randint(-32768, 32767, 16, 16, seed=17, dtype=np.int16)
+    cases = []
+    for x, sx, ea, eb in ((a, "i8", 5, 3), (a, "i8", 0, 1), (a, "i8", 12, 15),
+                          (wide, "i16", 30, 20)):
+        x_ty, b_ty = qtype(x.shape, sx, (0.03,), (-3,)), qtype(b.shape, "u8", (0.05,), (7,))
+        out = qtype(x.shape, sx, (0.05,), (2,))
+        q = out.quant
+        attrs = {"lhs_multiplier": 1518500250, "lhs_shift": ea,
+                 "rhs_multiplier": 1073741825, "rhs_shift": eb, "output_zp": 2,
+                 "clamp_min": q.storage_min, "clamp_max": q.storage_max}
+        cases.append(case("qir.qadd", (x, x_ty), (b, b_ty), result_types=[out], attrs=attrs))
+    span16 = Add(0, 0, 1518500250, 1073741825, 1, 11, 0, -128, 127, "int16", 2**16)
+    assert Add(0, 0, 1518500250, 1073741825, 26, 28, 0, -128, 127, "int8", 256).shift() == 32
+    assert span16.shift() == 11  # 2^16 * 2^31 * 2^31 would leave int64: left alone
+    check_cases(cases)
+
+
 @pytest.mark.parametrize("rounding", ["single", "gemmlowp"])
 def test_qmul_random(rounding):
     a = randint(-128, 127, 3, 4, seed=15)
