@@ -2,9 +2,8 @@
 
 A qconv1d/qconv2d or qlinear with constant weights whose int32 result only a
 single-rounding requantize reads (per tensor, or per output channel), optionally
-followed by a qadd
-that alone reads the requantized result (a residual connection, its other operand of
-the result's shape), lowers to one kernel call whose epilogue requantizes, adds and
+followed by a qadd that alone reads the requantized result (a residual connection, its
+other operand of the result's shape), lowers to one kernel call whose epilogue requantizes, adds and
 clamps in registers (backends/tvm/kernels/epilogue.py): neither the int32 accumulator
 nor the intermediate 8-bit tensor reaches memory.
 
@@ -75,7 +74,7 @@ def _fusable_requantize(op: Op | None, anchor: Op) -> bool:
             and requantize_axis(op) in (None, channel_axis(anchor)))
 
 
-def _fusable_add(op: Op | None, rq: Op) -> bool:
+def _fusable_add(op: Op | None) -> bool:
     if op is None or op.name != "qir.qadd":
         return False
     a, b = op.operands
@@ -95,7 +94,7 @@ def plan(fn: Function) -> dict[Op, Chain]:
         if not _fusable_requantize(rq, op):
             continue
         add = _only_user(rq.result, fn)
-        chain = Chain(op, rq, add if _fusable_add(add, rq) else None)
+        chain = Chain(op, rq, add if _fusable_add(add) else None)
         chains[chain.tail] = chain
     return chains
 

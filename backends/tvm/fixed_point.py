@@ -88,18 +88,19 @@ class Rescale:
 
     @staticmethod
     def of(zp_in: int, multiplier, shift, zp_out: int, lo: int, hi: int,
-           out_dtype: str) -> "Rescale":
+           out_dtype: str) -> Rescale:
         m = tuple(int(v) for v in np.asarray(multiplier, dtype=np.int64).reshape(-1))
         e = tuple(int(v) for v in np.asarray(shift, dtype=np.int64).reshape(-1))
         return Rescale(int(zp_in), m, e, int(zp_out), int(lo), int(hi), out_dtype)
 
     @property
-    def channels(self) -> int:
-        return max(len(self.multiplier), len(self.shift))
+    def narrow(self) -> bool:
+        """Whether every shift is at least 32 (the shift then finishes in int32)."""
+        return _narrow(31 - np.asarray(self.shift, dtype=np.int64))
 
     def _tables(self) -> list[_Table]:
         s = 31 - np.asarray(self.shift, dtype=np.int64)
-        narrow = _narrow(s)
+        narrow = self.narrow
         return [_Table(np.asarray(self.multiplier, np.int64), I32),
                 _Table(np.left_shift(np.int64(1), s - 1), I64),
                 _Table(s - 32 if narrow else s, I32 if narrow else I64)]
@@ -123,9 +124,8 @@ class Rescale:
         xv = x.astype(I64)
         if self.zp_in:
             xv = xv - tir.const(self.zp_in, I64)
-        return _round_shift_clamp(xv * m_c.astype(I64) + r_c, _narrow(
-            31 - np.asarray(self.shift, dtype=np.int64)), s_c, self.zp_out, self.lo,
-            self.hi, self.out_dtype)
+        return _round_shift_clamp(xv * m_c.astype(I64) + r_c, self.narrow, s_c,
+                                  self.zp_out, self.lo, self.hi, self.out_dtype)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 One Relax function, "main", whose parameters are the qir function's arguments (same
 order, names, shapes and storage dtypes) and which always returns a tuple, one field per
 qir output. Each qir op becomes the Relax bindings its registered lowering emits, inside
-one dataflow block, except chains that end in one kernel call: an integer conv, its
-requantize and a residual qadd (backends/tvm/epilogue_fusion.py).
+one dataflow block, except chains that end in one kernel call: an integer conv or linear,
+its requantize and a residual qadd (backends/tvm/epilogue_fusion.py).
 
 Parameters (`module.params`) become Relax constants, embedded in the compiled artifact:
 a built module is then one self-contained file, and TVM can fold and fuse around the

@@ -126,6 +126,26 @@ def centred_fits_int16(dtype: str, lo: int, hi: int, zp: int) -> bool:
     return dtype in ("int8", "uint8", "int16") and -(2**15) <= lo - zp and hi - zp < 2**15
 
 
+def _dot_desc(group: int, a_dtype: str, b_dtype: str):
+    """The description both dot intrinsics share: c[i] += sum_k a[k] * b[i, k] for
+    i < 8, k < group, in int32."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((group,), a_dtype, offset_factor=1),
+             b: T.Buffer((8, group), b_dtype, offset_factor=1),
+             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:8], a[0:group], b[0:8, 0:group])
+            T.writes(c[0:8])
+            for i, k in T.grid(8, group):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    return desc
+
+
 @functools.cache
 def dot_8x2(b_dtype: str = "int8") -> str:
     """Register the dot_8x2 tensor intrinsic for int8 (sign-extended) or int16 b (once,
@@ -133,18 +153,6 @@ def dot_8x2(b_dtype: str = "int8") -> str:
     return its name."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer((2,), "int16", offset_factor=1),
-             b: T.Buffer((8, 2), b_dtype, offset_factor=1),
-             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:8], a[0:2], b[0:8, 0:2])
-            T.writes(c[0:8])
-            for i, k in T.grid(8, 2):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(a: T.Buffer((2,), "int16", offset_factor=1),
@@ -161,7 +169,7 @@ def dot_8x2(b_dtype: str = "int8") -> str:
                 T.Cast("int16x16", b.vload([0, 0], f"{b_dtype}x16")), dtype="int32x8")
 
     name = f"{DOT_8X2}_{b_dtype}"
-    TensorIntrin.register(name, desc, impl, override=True)
+    TensorIntrin.register(name, _dot_desc(2, "int16", b_dtype), impl, override=True)
     return name
 
 
@@ -175,54 +183,36 @@ def dot_8x4(vector_dtype: str) -> str:
     from tvm.script import tirx as T
 
     a_dtype = "uint8" if vector_dtype == "int8" else "int8"
+    broadcast_unsigned = a_dtype == "uint8"  # a static branch below: TVMScript folds it
 
+    # vpdpbusd multiplies the unsigned bytes of its second operand by the signed bytes of
+    # its third; LLVM 22 types both as <32 x i8>
     @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer((4,), a_dtype, offset_factor=1),
+    def impl(a: T.Buffer((4,), a_dtype, offset_factor=1),
              b: T.Buffer((8, 4), vector_dtype, offset_factor=1),
              c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
             T.reads(c[0:8], a[0:4], b[0:8, 0:4])
             T.writes(c[0:8])
-            for i, k in T.grid(8, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
-
-    # vpdpbusd multiplies the unsigned bytes of its second operand by the signed bytes of
-    # its third; LLVM 22 types both as <32 x i8>
-    @T.prim_func(s_tir=True)
-    def impl_unsigned_a(a: T.Buffer((4,), a_dtype, offset_factor=1),
-                        b: T.Buffer((8, 4), vector_dtype, offset_factor=1),
-                        c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:8], a[0:4], b[0:8, 0:4])
-            T.writes(c[0:8])
-            c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
-                c.vload([0], "int32x8"),
-                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{a_dtype}x4"),
-                                                        dtype="int32"), 8), dtype="int8x32"),
-                T.reinterpret(b.vload([0, 0], f"{vector_dtype}x32"), dtype="int8x32"),
-                dtype="int32x8")
-
-    @T.prim_func(s_tir=True)
-    def impl_unsigned_b(a: T.Buffer((4,), a_dtype, offset_factor=1),
-                        b: T.Buffer((8, 4), vector_dtype, offset_factor=1),
-                        c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:8], a[0:4], b[0:8, 0:4])
-            T.writes(c[0:8])
-            c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
-                c.vload([0], "int32x8"),
-                T.reinterpret(b.vload([0, 0], f"{vector_dtype}x32"), dtype="int8x32"),
-                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{a_dtype}x4"),
-                                                        dtype="int32"), 8), dtype="int8x32"),
-                dtype="int32x8")
+            if broadcast_unsigned:
+                c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
+                    c.vload([0], "int32x8"),
+                    T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{a_dtype}x4"),
+                                                            dtype="int32"), 8), dtype="int8x32"),
+                    T.reinterpret(b.vload([0, 0], f"{vector_dtype}x32"), dtype="int8x32"),
+                    dtype="int32x8")
+            else:
+                c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
+                    c.vload([0], "int32x8"),
+                    T.reinterpret(b.vload([0, 0], f"{vector_dtype}x32"), dtype="int8x32"),
+                    T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{a_dtype}x4"),
+                                                            dtype="int32"), 8), dtype="int8x32"),
+                    dtype="int32x8")
 
     name = f"{DOT_8X4}_{vector_dtype}"
-    impl = impl_unsigned_a if a_dtype == "uint8" else impl_unsigned_b
-    TensorIntrin.register(name, desc, impl, override=True)
+    TensorIntrin.register(name, _dot_desc(4, a_dtype, vector_dtype), impl, override=True)
     return name
 
 

@@ -97,6 +97,23 @@ def _bounds(var, lo: int, size: int, extent: int) -> list:
     return conds
 
 
+def _tile(sch: tvm.s_tir.Schedule, acc, stores: list, outer: tuple, inner: tuple,
+          parallel: bool) -> None:
+    """What the grouped and direct kernels share: tiles over the `outer` loops (fused,
+    in parallel), the reduction and register tile `inner` below them, the `stores`
+    (bias, epilogue) computed per tile, the input repacked (channel groups innermost)
+    and the accumulator's initialisation split off and vectorised."""
+    sch.reorder(*outer, *inner)
+    for block in stores:
+        sch.reverse_compute_at(block, outer[-1])
+    tiles = sch.fuse(*outer)
+    if parallel:  # parallel and vectorize come before decompose_reduction
+        sch.parallel(tiles)
+    schedule_repack(sch, "xc", 3, parallel, pairs=True)
+    init = sch.decompose_reduction(acc, inner[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
 # --- grouped convolution ------------------------------------------------------------------
 
 
@@ -170,14 +187,7 @@ def _schedule_grouped(sch: tvm.s_tir.Schedule, rows: int, channels_inner: bool,
     owo, owi = sch.split(ow, [None, rows])
     jq, ji = sch.split(j, [None, LANES])
     outer = (n, g, oh, owo, t) if channels_inner else (n, g, t, oh, owo)
-    sch.reorder(*outer, rc, rh, rw, owi, jq, ji, ri)
-    sch.reverse_compute_at(y, outer[-1])
-    tiles = sch.fuse(*outer)
-    if parallel:  # parallel and vectorize come before decompose_reduction
-        sch.parallel(tiles)
-    schedule_repack(sch, "xc", 3, parallel, pairs=True)
-    init = sch.decompose_reduction(acc, rc)
-    sch.vectorize(sch.get_loops(init)[-1])
+    _tile(sch, acc, [y], outer, (rc, rh, rw, owi, jq, ji, ri), parallel)
     sch.unroll(owi)
     sch.unroll(jq)
     sch.tensorize(ji, dot_8x2())
@@ -268,12 +278,7 @@ def direct_func(s: ConvShape, epilogue: Epilogue | None = None,
         name="acc")
     y = te.compute(out_shape, lambda n, o, oh, ow: acc[n, o // d["og"], o % d["og"], oh, ow]
                    + bias[o // d["og"], o % d["og"]], name="y")
-    outputs = [y]
-    if epilogue is not None:
-        # a stage of its own: the simplifier would widen acc + bias to an int64 sum, and
-        # an int64 multiply by the multiplier has no AVX2 instruction (int32 has vpmuldq)
-        outputs = [te.compute(out_shape, lambda *i: epilogue.apply(y(*i), i[1], i, extra),
-                              name="epilogue")]
+    outputs = [y] if epilogue is None else [epilogue.compute(y, 1, extra)]
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, zp, w, bias, *extra, *outputs]))
     _schedule_direct(sch, d["rows"], parallel=s.macs() >= PARALLEL_WORK,
                      with_epilogue=epilogue is not None, dot=dot)
@@ -292,22 +297,13 @@ def _schedule_direct(sch: tvm.s_tir.Schedule, rows: int, parallel: bool,
     oo, oi = sch.split(o, [None, DIRECT_COLS])
     ho, hi = sch.split(oh, [None, rows])
     wo, wi = sch.split(ow, [None, LANES])
-    outer = (n, g, oo, ho, wo)
-    sch.reorder(*outer, rc, rh, rw, oi, hi, wi, ri)
-    sch.reverse_compute_at(y, outer[-1])
-    if epilogue is not None:
-        sch.reverse_compute_at(epilogue, outer[-1])
-    tiles = sch.fuse(*outer)
-    if parallel:  # parallel and vectorize come before decompose_reduction
-        sch.parallel(tiles)
-    schedule_repack(sch, "xc", 3, parallel, pairs=True)
-    init = sch.decompose_reduction(acc, rc)
-    sch.vectorize(sch.get_loops(init)[-1])
+    stores = [y, epilogue] if epilogue is not None else [y]
+    _tile(sch, acc, stores, (n, g, oo, ho, wo), (rc, rh, rw, oi, hi, wi, ri), parallel)
     sch.unroll(oi)
     sch.unroll(hi)
     if dot.tensorize:
         sch.tensorize(wi, dot_8x4("uint8") if dot.vnni else dot_8x2("int16"))
-    for block in (y, epilogue) if epilogue is not None else (y,):
+    for block in stores:
         vectorize_inner(sch, sch.get_loops(block)[-1], LANES)
 
 

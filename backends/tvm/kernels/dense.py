@@ -79,11 +79,8 @@ def dense_func(m: int, n: int, k: int, x_dtype: str, epilogue: Epilogue | None =
         xc[i, q * ko + ki].astype("int32") * w[t, ko, j, ki].astype("int32"), axis=[ko, ki]),
         name="acc")
     y = te.compute((m, n), lambda i, j: acc[i, j // COLS, j % COLS] + bias[j], name="y")
-    outputs, extra = [y], []
-    if epilogue is not None:  # a stage of its own, as in conv.direct_func
-        extra = epilogue.placeholders((m, n))
-        outputs = [te.compute((m, n), lambda i, j: epilogue.apply(y[i, j], j, (i, j), extra),
-                              name="epilogue")]
+    extra = epilogue.placeholders((m, n)) if epilogue is not None else []
+    outputs = [y] if epilogue is None else [epilogue.compute(y, 1, extra)]
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, zp, w, bias, *extra, *outputs]))
     parallel = m * n * k >= PARALLEL_WORK
     _schedule(sch, rows, parallel, "int8", with_epilogue=epilogue is not None, dot=dot)

@@ -8,7 +8,7 @@ The arithmetic is exactly the separate requantize and qadd kernels' (the same
 expression builders), so a fused build stays bit-exact with the numpy interpreter.
 
 Which qir op chains become a kernel with an epilogue is decided in
-backends/tvm/epilogues.py; the kernels (conv.py, dense.py) take the Epilogue, its
+backends/tvm/epilogue_fusion.py; the kernels (conv.py, dense.py) take the Epilogue, its
 placeholders and its Relax arguments.
 """
 
@@ -52,6 +52,15 @@ class Epilogue:
     def relax_args(self, residual: relax.Expr | None) -> list[relax.Expr]:
         """The Relax arguments for `placeholders`, in the same order."""
         return self.rescale.relax_args() + ([residual] if self.add is not None else [])
+
+    def compute(self, y: te.Tensor, channel_axis: int, tensors: list[te.Tensor]
+                ) -> te.Tensor:
+        """The epilogue as a TE stage of its own over the biased accumulators `y`: in
+        one expression with the bias add, TVM's simplifier would widen acc + bias to an
+        int64 sum, and an int64 multiply by the multiplier has no AVX2 instruction
+        (int32 x int32 -> int64 has vpmuldq)."""
+        return te.compute(y.shape, lambda *i: self.apply(y(*i), i[channel_axis], i, tensors),
+                          name="epilogue")
 
     def apply(self, acc: tirx.PrimExpr, channel: tirx.PrimExpr, index: tuple,
               tensors: list[te.Tensor]) -> tirx.PrimExpr:

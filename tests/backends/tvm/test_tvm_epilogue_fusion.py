@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_tvm_kernels import activation, conv, linear
+from test_tvm_kernels import activation, conv, linear, ops_module
 from tvm_helpers import compare, zoo_feeds, zoo_modules
 
 import qir
@@ -30,33 +30,18 @@ def rq_attrs(o: int, seed: int, axis, zp_out: int, storage: str, relu: bool,
 
 
 def chain_module(specs: list[dict]) -> tuple[qir.Module, dict[str, np.ndarray]]:
-    """@main with one chain per spec: a conv spec (test_tvm_kernels.conv), then a
-    requantize (spec["rq"]: rq_attrs), then, with spec["add"] in ("lhs", "rhs"), a qadd
+    """@main with one chain per spec: the integer op of test_tvm_kernels.ops_module, then
+    a requantize (spec["rq"]: rq_attrs), then, with spec["add"] in ("lhs", "rhs"), a qadd
     whose other operand is an input r<i> of the output's type."""
-    args, inputs = [], {}
-    for i, s in enumerate(specs):
-        args.append((f"x{i}", s["x_ty"]))
-        inputs[f"x{i}"] = s["x"]
-        if s.get("add"):
-            args.append((f"r{i}", s["r_ty"]))
-            inputs[f"r{i}"] = s["r"]
-    module, fn = qir.Module(), qir.Function("main", args)
-    module.add_function(fn)
+    module, inputs = ops_module(specs)
+    fn = module.main
     b = qir.Builder(fn)
-    arg = {a.name: a for a in fn.args}
     outputs = []
-    for i, s in enumerate(specs):
-        module.params[f"w{i}"] = s["w"]
-        operands = [arg[f"x{i}"],
-                    b.create("qir.param", [], {"name": f"w{i}"}, [s["w_ty"]]).result]
-        if s.get("bias") is not None:
-            module.params[f"b{i}"] = s["bias"]
-            operands.append(b.create("qir.param", [], {"name": f"b{i}"},
-                                     [TensorType(s["bias"].shape, "i32")]).result)
-        acc = b.create(s["op"], operands, s["attrs"]).result
+    for i, (s, acc) in enumerate(zip(specs, list(fn.outputs))):
         rq = b.create("qir.requantize", [acc], s["rq"], [s["rq_ty"]]).result
         if s.get("add"):
-            r = arg[f"r{i}"]
+            r = fn.add_arg(f"r{i}", s["r_ty"])
+            inputs[f"r{i}"] = s["r"]
             operands = [rq, r] if s["add"] == "rhs" else [r, rq]
             rq = b.create("qir.qadd", operands, s["qadd"], [s["add_ty"]]).result
         outputs.append(rq)
