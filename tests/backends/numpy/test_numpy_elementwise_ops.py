@@ -81,12 +81,39 @@ def test_erf_is_accurate_in_float64():
     np.testing.assert_array_equal(erf(np.array([np.inf, -np.inf])), [1.0, -1.0])
 
 
+def exact_gelu(x: np.ndarray, approximate: str) -> np.ndarray:
+    """GELU in float64 from the standard library's erf / tanh (the float32 result's
+    error is far below a float32 ulp)."""
+    if approximate == "tanh":
+        k = math.sqrt(2 / math.pi)
+        return np.array([0.5 * v * (1 + math.tanh(k * (v + 0.044715 * v**3)))
+                         for v in x.astype(np.float64)])
+    return np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
+
+
+def ulps_of_x(got: np.ndarray, want: np.ndarray, x: np.ndarray) -> float:
+    """max |got - want| in float32 ulps of |x| (GELU(x) = x * Phi(x) is computed at the
+    scale of x: near x = -6 the result is ~1e-8 but its rounding is x's)."""
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    return float(np.max(err / np.spacing(np.abs(x)).astype(np.float64)))
+
+
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
-def test_gelu_matches_torch_to_1e6_on_minus6_to_6(approximate):
+def test_gelu_within_2_ulps_of_exact_on_minus6_to_6(approximate):
+    """qir's formula (qir/floatmath.py, the same on every CPU) against float64."""
+    x = np.linspace(-6, 6, 200_001, dtype=np.float32)
+    got = run_op("qir.gelu", x, attrs={"approximate": approximate})
+    assert ulps_of_x(got, exact_gelu(x, approximate), x) <= 2
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_agrees_with_torch_within_8_ulps(approximate):
+    """torch's vectorised erf/tanh is not the same code on every CPU (AVX2, AVX-512): on
+    some it is ~5 ulps of x from the exact value, where qir's is under 2."""
     x = np.linspace(-6, 6, 200_001, dtype=np.float32)
     got = run_op("qir.gelu", x, attrs={"approximate": approximate})
     want = F.gelu(T(x), approximate=approximate).numpy()
-    assert np.max(np.abs(got - want)) <= 1e-6
+    assert ulps_of_x(got, want, x) <= 8
 
 
 @pytest.mark.parametrize("name, fn", [("qir.softmax", torch.softmax),

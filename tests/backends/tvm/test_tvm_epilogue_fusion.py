@@ -4,10 +4,14 @@ chains that must not fuse (or that no kernel takes) lowered op by op, still exac
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
+import tvm
 from test_tvm_kernels import activation, conv, linear, ops_module
-from tvm_helpers import compare, zoo_feeds, zoo_modules
+from tvm_helpers import (compare, family_target, needs_vnni, runs_here, zoo_feeds,
+                         zoo_modules)
 
 import qir
 from backends.numpy import run
@@ -83,47 +87,88 @@ def qir_shape(s: dict) -> tuple[int, ...]:
     return tuple(b.create(s["op"], [fn.args[0], w], s["attrs"]).result.type.shape)
 
 
-def relax_kernels(module: qir.Module) -> list[str]:
-    with llvm_target():
+def relax_kernels(module: qir.Module, target: tvm.target.Target | None = None) -> list[str]:
+    target = target or llvm_target()
+    with target:
         mod = to_relax(module)
     return sorted(str(gv.name_hint) for gv in mod.functions)
 
 
-def test_fused_chains_are_one_kernel_each_and_exact():
-    specs = [
-        chain(conv((1, 16, 12, 16), 16, 3, "i8", -128, seed=1)),                  # per-channel
-        chain(conv((1, 8, 9, 11), 10, 3, "u8", 7, seed=2), axis=None, relu=True),  # per tensor
-        chain(conv((1, 5, 7, 9), 6, 3, "i8", 2, seed=3), storage="u8", zp_out=9),  # u8 out
-        chain(conv((2, 12, 6, 8), 9, 1, "i8", 0, seed=4, pad=[0] * 4),             # 1x1, odd O
-              add="rhs", relu=True, seed=5),
-        chain(conv((1, 8, 10, 12), 8, 3, "i8", -3, seed=6, groups=2),              # grouped
-              add="lhs", seed=7),
-        chain(conv((1, 6, 11, 10), 7, 3, "u8", 120, seed=8, dilation=2,            # dilated,
-                   pad=[2, 1, 0, 3]), seed=9),                                    # uneven pad
-        chain(conv((1, 4, 9, 8), 8, 3, "i16", 0, seed=10), seed=11,                # i16 in,
-              shifts=(1, 6)),                                                     # shifts < 32
-        chain(conv((2, 6, 19), 5, 3, "u8", 100, seed=12), add="rhs", seed=13),     # conv1d
-    ]
-    module, inputs = chain_module(specs)
-    names = relax_kernels(module)
-    fused = [n for n in names if n.startswith("qir_dconv") and ("_rq" in n)]
-    assert len(fused) == len(specs), names
+def fused(names: list[str]) -> list[str]:
+    """The kernels that carry an epilogue (its tag: _rq<digest> or _rqadd<digest>),
+    whatever their family."""
+    return [n for n in names if re.search(r"_rq(add)?[0-9a-f]{8}$", n)]
+
+
+def check_fused(module: qir.Module, inputs: dict, family: str, chains: int) -> None:
+    """Lowered for `family`, each chain is one fused kernel and nothing else is left
+    (the integer op, the requantize and the add all inside it); where this CPU runs the
+    family, the build is bit-exact against the interpreter."""
+    target = family_target(family)
+    names = relax_kernels(module, target)
+    assert len(fused(names)) == chains, names
     assert [n for n in names if not n.startswith("qir_")] == ["main"], names  # nothing else
-    compare(module, inputs)
+    if runs_here(family):
+        compare(module, inputs, target=target)
 
 
-def test_fused_linear_chains():
-    specs = [chain(linear((37, 33), 21, "i8", -3, seed=50), seed=51),            # odd tiles
-             chain(linear((2, 5, 64), 48, "u8", 131, seed=52), add="lhs", seed=53),  # 3-D
-             chain(linear((1, 70), 10, "i8", 0, seed=54, bias=False), axis=None,  # no bias
-                   relu=True, seed=55),
-             chain(linear((7, 96), 130, "i16", 0, seed=56), add="rhs", storage="i8",
-                   shifts=(2, 5), seed=57)]                                     # i16 in
+CONV_CHAINS = [
+    dict(conv=((1, 16, 12, 16), 16, 3, "i8", -128), kw=dict(seed=1)),          # per-channel
+    dict(conv=((1, 8, 9, 11), 10, 3, "u8", 7), kw=dict(seed=2), chain=dict(axis=None,
+                                                                         relu=True)),
+    dict(conv=((1, 5, 7, 9), 6, 3, "i8", 2), kw=dict(seed=3),                   # u8 out
+         chain=dict(storage="u8", zp_out=9)),
+    dict(conv=((2, 12, 6, 8), 9, 1, "i8", 0), kw=dict(seed=4, pad=[0] * 4),     # 1x1, odd O
+         chain=dict(add="rhs", relu=True, seed=5)),
+    dict(conv=((1, 8, 10, 12), 8, 3, "i8", -3), kw=dict(seed=6, groups=2),      # grouped
+         chain=dict(add="lhs", seed=7)),
+    dict(conv=((1, 6, 11, 10), 7, 3, "u8", 120), kw=dict(seed=8, dilation=2,    # dilated,
+                                                         pad=[2, 1, 0, 3]),     # uneven pad
+         chain=dict(seed=9)),
+    dict(conv=((1, 4, 9, 8), 8, 3, "i16", 0), kw=dict(seed=10),                 # i16 in,
+         chain=dict(seed=11, shifts=(1, 6))),                                   # shifts < 32
+    dict(conv=((2, 6, 19), 5, 3, "u8", 100), kw=dict(seed=12),                  # conv1d
+         chain=dict(add="rhs", seed=13)),
+]
+
+
+@pytest.mark.parametrize("family", ["avx2", pytest.param("vnni", marks=needs_vnni)])
+def test_fused_conv_chains_are_one_kernel_each_and_exact(family):
+    specs = [chain(conv(*c["conv"], **c["kw"]), **c.get("chain", {})) for c in CONV_CHAINS]
     module, inputs = chain_module(specs)
-    names = relax_kernels(module)
-    assert len([n for n in names if n.startswith("qir_dense") and "_rq" in n]) == 4, names
-    assert [n for n in names if not n.startswith("qir_")] == ["main"], names
-    compare(module, inputs)
+    check_fused(module, inputs, family, len(specs))
+
+
+def test_fused_conv_chains_lower_for_vnni_on_any_cpu():
+    """The VNNI family's fusion, checked where the CPU cannot run it (above, where it can,
+    the same chains also run bit for bit)."""
+    specs = [chain(conv(*c["conv"], **c["kw"]), **c.get("chain", {})) for c in CONV_CHAINS]
+    module, _ = chain_module(specs)
+    names = relax_kernels(module, family_target("vnni"))
+    assert len(fused(names)) == len(specs), names
+    assert any(n.startswith("qir_vconv") for n in fused(names)), names  # VNNI took some
+
+
+def linear_chains() -> list[dict]:
+    return [chain(linear((37, 33), 21, "i8", -3, seed=50), seed=51),            # odd tiles
+            chain(linear((2, 5, 64), 48, "u8", 131, seed=52), add="lhs", seed=53),  # 3-D
+            chain(linear((1, 70), 10, "i8", 0, seed=54, bias=False), axis=None,  # no bias
+                  relu=True, seed=55),
+            chain(linear((7, 96), 130, "i16", 0, seed=56), add="rhs", storage="i8",
+                  shifts=(2, 5), seed=57)]                                      # i16 in
+
+
+@pytest.mark.parametrize("family", ["avx2", pytest.param("vnni", marks=needs_vnni)])
+def test_fused_linear_chains(family):
+    specs = linear_chains()
+    module, inputs = chain_module(specs)
+    check_fused(module, inputs, family, len(specs))
+
+
+def test_fused_linear_chains_lower_for_vnni_on_any_cpu():
+    module, _ = chain_module(linear_chains())
+    names = relax_kernels(module, family_target("vnni"))
+    assert len(fused(names)) == 4 and any(n.startswith("qir_vdense") for n in names), names
 
 
 def test_which_convs_take_the_fused_direct_kernel():
@@ -139,7 +184,7 @@ def test_which_convs_take_the_fused_direct_kernel():
              chain(conv((1, 64, 24, 24), 16, 1, "i8", -128, seed=26, pad=[0] * 4), seed=27)]
     module, inputs = chain_module(specs)
     names = relax_kernels(module)
-    assert len([n for n in names if "_rq" in n]) == 1, names
+    assert len(fused(names)) == 1, names
     assert len([n for n in names if n.startswith("qir_conv")]) == 3, names
     compare(module, inputs)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from tvm_helpers import case, cases_module, compare, randint, zoo_modules
+from tvm_helpers import (case, cases_module, compare, family_target, needs_vnni, randint,
+                         zoo_modules)
 
 import qir
 from backends.tvm import cuda_target, llvm_target, to_relax
@@ -87,18 +88,22 @@ def linear(x_shape, n, storage="i8", zp=0, seed=0, extreme=None, bias=True, w_si
                 bias=b)
 
 
-def test_dense_shapes_dtypes_and_zero_points():
+@pytest.mark.parametrize("family", ["avx2", pytest.param("vnni", marks=needs_vnni)])
+def test_dense_shapes_dtypes_and_zero_points(family):
+    target = family_target(family)
     specs = [linear((37, 33), 21, "i8", -3, seed=1),           # nothing divides a tile
              linear((2, 5, 64), 48, "u8", 131, seed=2),         # batched x, u8
              linear((1, 70), 10, "i8", 0, seed=3, bias=False),  # one row, no bias
              linear((7, 96), 130, "i16", 0, seed=4),            # int16 activations
              linear((13, 17), 5, "u8", 255, seed=5)]            # zp at the range end
     module, inputs = ops_module(specs)
-    assert len(kernels_used(module)) == len(specs)
-    compare(module, inputs)
+    assert len(kernels_used(module, target)) == len(specs)
+    compare(module, inputs, target=target)
 
 
-def test_dense_saturation_prone_extremes():
+@pytest.mark.parametrize("family", ["avx2", pytest.param("vnni", marks=needs_vnni)])
+def test_dense_saturation_prone_extremes(family):
+    target = family_target(family)
     # x - zp = -255 or +255 against weights all +-127: every vpmaddwd pair sum at its
     # largest; int16 at -32768 against -127 (the only int16 x int8 pair sum near 2^23)
     specs = [linear((6, 200), 16, "i8", 127, seed=6, extreme="min", w_sign=1),
@@ -106,8 +111,8 @@ def test_dense_saturation_prone_extremes():
              linear((3, 64), 9, "i16", 0, seed=8, extreme="min", w_sign=-1),
              linear((4, 66), 8, "i16", 0, seed=9, extreme="max", w_sign=1)]
     module, inputs = ops_module(specs)
-    assert len(kernels_used(module)) == len(specs)
-    compare(module, inputs)
+    assert len(kernels_used(module, target)) == len(specs)
+    compare(module, inputs, target=target)
 
 
 def test_qmatmul_with_a_constant_rhs():
@@ -153,7 +158,9 @@ def conv(x_shape, o, k, storage="i8", zp=0, seed=0, stride=1, pad=None, dilation
                        "groups": groups})
 
 
-def test_conv_kinds():
+@pytest.mark.parametrize("family", ["avx2", pytest.param("vnni", marks=needs_vnni)])
+def test_conv_kinds(family):
+    target = family_target(family)
     specs = [conv((1, 16, 9, 11), 24, 3, "u8", 128, seed=20),              # 3x3
              conv((2, 10, 7, 13), 33, 1, "i8", -5, seed=21, pad=[0] * 4),   # 1x1, odd O
              conv((1, 3, 12, 12), 10, 3, "i8", 3, seed=22, stride=2),      # first layer
@@ -166,11 +173,13 @@ def test_conv_kinds():
              conv((1, 6, 8, 8), 12, 3, "i8", 2, seed=27, groups=6),        # multiplier 2
              conv((2, 6, 29), 9, 3, "u8", 100, seed=28, stride=2)]         # conv1d
     module, inputs = ops_module(specs)
-    assert len(kernels_used(module)) == len(specs)
-    compare(module, inputs)
+    assert len(kernels_used(module, target)) == len(specs)
+    compare(module, inputs, target=target)
 
 
-def test_conv_int16_and_extremes():
+@pytest.mark.parametrize("family", ["avx2", pytest.param("vnni", marks=needs_vnni)])
+def test_conv_int16_and_extremes(family):
+    target = family_target(family)
     specs = [conv((1, 8, 7, 9), 16, 3, "i16", 0, seed=30),
              conv((1, 32, 6, 6), 16, 3, "i8", 127, seed=31, extreme="min"),
              conv((1, 32, 6, 6), 16, 3, "u8", 0, seed=32, extreme="max"),
@@ -178,8 +187,8 @@ def test_conv_int16_and_extremes():
     for s in specs[1:]:
         s["w"] = np.where(s["w"] >= 0, 127, -127).astype(np.int8)
     module, inputs = ops_module(specs)
-    assert len(kernels_used(module)) == len(specs)
-    compare(module, inputs)
+    assert len(kernels_used(module, target)) == len(specs)
+    compare(module, inputs, target=target)
 
 
 def test_kernels_big_enough_to_run_in_parallel():

@@ -11,6 +11,7 @@ import functools
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 
 import qir
 from backends.numpy import run
@@ -18,6 +19,32 @@ from backends.tvm import build
 from qir.types import TensorType, elem_from_numpy
 
 RTOL = 1e-5  # float outputs: max |got - want| <= RTOL * max |want|
+
+# The CPU kernel families of the llvm build (backends/tvm/kernels), by the CPU targeted:
+# AVX2's vpmaddwd kernels, or VNNI's vpdpbusd kernels for 8-bit inputs (AVX512-VNNI with
+# AVX512-VL, or AVX-VNNI). Either family lowers on any machine; running one needs its
+# instructions, and every x86-64 machine the project meets has AVX2, only some VNNI.
+FAMILIES = {"avx2": {"kind": "llvm", "mcpu": "haswell", "num-cores": 2},
+            "vnni": {"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2}}
+
+
+def family_target(family: str):
+    import tvm
+
+    return tvm.target.Target(FAMILIES[family])
+
+
+def runs_here(family: str) -> bool:
+    """Whether this CPU executes the family's code."""
+    from backends.tvm import llvm_target
+    from backends.tvm.kernels.common import has_vnni
+
+    return family == "avx2" or has_vnni(llvm_target())
+
+
+needs_vnni = pytest.mark.skipif(not runs_here("vnni"), reason="this CPU has no VNNI "
+                                "(AVX512-VNNI with AVX512-VL, or AVX-VNNI) to run the VNNI "
+                                "kernels; they are lowered and checked without it elsewhere")
 
 
 @dataclass
