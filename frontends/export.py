@@ -29,7 +29,10 @@ def from_exported_program(ep: ExportedProgram, *, decompose: bool = True) -> Mod
     unsupported = first.unsupported_targets
     table = {op: fn for op, fn in torch.export.default_decompositions().items()
              if op in unsupported} if decompose else {}
-    if not table:
+    # In-place ops (relu_, add_: nn.ReLU(inplace=True), `out += x`) become their
+    # functional forms when the program is functionalized, which run_decompositions
+    # does even with an empty table.
+    if not table and not any(_in_place(t) for t in unsupported):
         return first.finish()  # raises with every problem
     try:
         retry = _lower(ep.run_decompositions(table))
@@ -45,6 +48,14 @@ def from_exported_program(ep: ExportedProgram, *, decompose: bool = True) -> Mod
                 left.append(q)
         retry.problems = left
     return retry.finish()
+
+
+def _in_place(target: Any) -> bool:
+    """Whether an ATen op mutates its first argument (relu_, add_.Tensor, ...)."""
+    schema = getattr(target, "_schema", None)
+    return bool(schema is not None and schema.name.endswith("_") and schema.arguments
+                and schema.arguments[0].alias_info is not None
+                and schema.arguments[0].alias_info.is_write)
 
 
 def _lower(ep: ExportedProgram) -> GraphLowering:

@@ -10,18 +10,30 @@ host CPU (llvm) or NVIDIA GPUs (cuda).
 Integer ops lower to explicit integer arithmetic and reproduce the numpy interpreter bit
 for bit (docs/semantics.md); float ops match it to float rounding. Lowerings register
 with `@relax_lowering("dialect.op")`; see docs/backends.md.
+
+Running a compiled library (`load`, `Compiled`) needs only TVM's runtime library: the
+compiler half of this package (build, to_relax, targets, tuning) is imported on first
+use, so `load` and `run` work where TVM is installed without its compiler (a GPU machine
+given the runtime alone, docs/backends.md).
 """
 
-from backends.tvm import float_ops, nn_ops, quant_ops, shape_ops  # noqa: F401  (registration)
-from backends.tvm.build import build
-from backends.tvm.lower import to_relax
-from backends.tvm.registry import (LoweringError, TvmBuildError, relax_lowering,
-                                   relax_lowerings)
-from backends.tvm.runtime import Compiled, Signature, load
-from backends.tvm.target import cuda_target, host_cpu, llvm_target, resolve_target
-from backends.tvm.tune import Tuning
+from importlib import import_module
 
-__all__ = ["Compiled", "LoweringError", "Signature", "TvmBuildError", "build", "cuda_target",
-           "host_cpu", "llvm_target", "load", "relax_lowering", "relax_lowerings",
-           "resolve_target", "to_relax", "Tuning"]
-from backends.tvm import methods  # noqa: F401,E402  (lowerings of docs/methods.md ops)
+from backends.tvm.registry import LoweringError, TvmBuildError
+from backends.tvm.runtime import Compiled, Signature, load
+
+# name -> the module defining it; imported (with every built-in lowering) on first use
+_COMPILER = {"build": "build", "to_relax": "lower", "relax_lowering": "registry",
+             "relax_lowerings": "registry", "cuda_target": "target", "host_cpu": "target",
+             "llvm_target": "target", "resolve_target": "target", "Tuning": "tune"}
+
+__all__ = ["Compiled", "LoweringError", "Signature", "TvmBuildError", "load", *_COMPILER]
+
+
+def __getattr__(name: str):
+    if name not in _COMPILER:
+        raise AttributeError(f"module 'backends.tvm' has no attribute {name!r}")
+    import_module("backends.tvm.lowerings")
+    value = getattr(import_module(f"backends.tvm.{_COMPILER[name]}"), name)
+    globals()[name] = value
+    return value

@@ -5,7 +5,11 @@ it even when built on a machine without a GPU.
   Reduction, GeneralReduction, Fallback); a rule that raises is skipped for that kernel.
   The Matmul rule's int8 tensor-core path schedules but then fails in CUDA codegen in
   TVM 0.27, so kernels that touch int8 get the Matmul rule with tensor cores off (its
-  SIMT schedule).
+  SIMT schedule). A kernel with a float sum (softmax, norms, pooling, means) takes
+  only the rules that keep every sum one thread's loop in index order (Matmul's SIMT
+  tiles, Fallback): the GEMV and reduction rules split sums across threads, which
+  reorders the additions and changes float32 bits, where the numpy interpreter and the
+  llvm build add in index order (docs/backends.md, the bit-exactness contract).
 - Device code: nvcc without --use_fast_math (TVM's default compile uses it), so that
   float division, sqrt and denormals are IEEE, as quantize's bit-exactness needs; and
   -fmad=false, so that float islands round like the CPU build.
@@ -43,11 +47,32 @@ NVCC_FLAGS = ["-O3", "-fmad=false", "-prec-div=true", "-prec-sqrt=true", "-ftz=f
 # --- schedules ---------------------------------------------------------------------------------
 
 
-def _rules():
+def _rules(ordered_sums: bool = False):
+    """dlight's GPU rules in the order they are tried; with `ordered_sums`, only those
+    that keep each reduction sequential in index order."""
     from tvm.s_tir import dlight as dl
 
+    if ordered_sums:
+        return [dl.gpu.Matmul(), dl.gpu.Fallback()]
     return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
             dl.gpu.Fallback()]
+
+
+def has_float_sum(func: tirx.PrimFunc) -> bool:
+    """Whether a kernel reduces into a float buffer (its result then depends on the
+    order of the additions)."""
+    from tvm import s_tir
+
+    found = []
+
+    def visit(block) -> None:
+        store = block.body
+        if (block.init is not None and isinstance(store, tirx.BufferStore)
+                and store.buffer.dtype.startswith(("float", "bfloat"))):
+            found.append(block.name_hint)
+
+    tvm_ffi.structural_walk(func.body, [(s_tir.SBlock, visit)], order="post")
+    return bool(found)
 
 
 def _without_tensor_cores(target: tvm.target.Target) -> tvm.target.Target:
@@ -70,7 +95,7 @@ def schedule_kernel(func: tirx.PrimFunc, name: str, target: tvm.target.Target,
     skipped); appends the rule used to `used` ("Matmul/simt" for the retry)."""
     failures = []
     int8 = _touches_int8(func)
-    for rule in _rules():
+    for rule in _rules(ordered_sums=has_float_sum(func)):
         rule_name = type(rule).__name__
         targets = [(target, rule_name)]
         if rule_name == "Matmul" and int8:

@@ -93,4 +93,4 @@ def error_summary(e: BaseException) -> str:
 
 
 def _ensure_builtin_lowerings() -> None:
-    import backends.tvm  # noqa: F401  (its __init__ registers the built-in lowerings)
+    import backends.tvm.lowerings  # noqa: F401  (registers the built-in lowerings)

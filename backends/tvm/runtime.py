@@ -7,14 +7,18 @@ keys) inside the artifact, as a constant returned by the Relax function
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import tvm
-from tvm import relax
+import tvm_ffi
+from tvm.runtime.vm import VirtualMachine
 
 from backends.tvm.registry import TvmBuildError, error_summary
 from qir import QirError
@@ -73,7 +77,7 @@ class Signature:
         return np.frombuffer(self.to_json().encode(), dtype=np.uint8).copy()
 
 
-def _numpy_dtype(name: str) -> np.dtype:
+def numpy_dtype(name: str) -> np.dtype:
     try:
         return np.dtype(name)
     except TypeError:
@@ -102,6 +106,7 @@ class Compiled:
 
     def _device(self):
         if self.target == "cuda":
+            enable_cuda()
             dev = tvm.cuda(0)
             if not dev.exist:
                 raise TvmBuildError("this module runs on CUDA, but no CUDA device is present "
@@ -110,14 +115,14 @@ class Compiled:
         return tvm.cpu(0)
 
     @property
-    def vm(self) -> relax.VirtualMachine:
+    def vm(self) -> VirtualMachine:
         if self._vm is None:
             dev = self._device()
             mod = self.executable
             if self.device_code and not _loadable_here(mod):
                 raise TvmBuildError("this module's CUDA code was compiled without a CUDA "
                                     "driver: export_library it and load() the file")
-            self._vm = relax.VirtualMachine(mod, dev)
+            self._vm = VirtualMachine(mod, dev)
         return self._vm
 
     def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]
@@ -151,7 +156,7 @@ class Compiled:
         out = []
         for (name, shape, dtype), value in zip(sig.inputs, values):
             arr = np.asarray(value)
-            want = _numpy_dtype(dtype)
+            want = numpy_dtype(dtype)
             if arr.dtype != want:
                 if (arr.dtype, want) not in _LOSSLESS_ENOUGH:
                     raise QirError(f"input '{name}' has dtype {arr.dtype}, expected {want}")
@@ -179,6 +184,46 @@ class Compiled:
             raise TvmBuildError(f"export_library({path!r}) failed: {type(e).__name__}: "
                                 f"{error_summary(e)}") from e
         return path
+
+
+def _cudart_candidates() -> list[str]:
+    """Where libcudart (CUDA 13, which TVM's CUDA runtime links) may be: the loader's
+    search path, then the nvidia-cuda-runtime wheels a PyTorch installation brings."""
+    found = ["libcudart.so.13"]
+    for root in sys.path:
+        found += sorted(glob.glob(os.path.join(root, "nvidia", "*", "lib", "libcudart.so.13")))
+        found += sorted(glob.glob(os.path.join(root, "nvidia", "*", "*", "lib",
+                                               "libcudart.so.13")))
+    return found
+
+
+def enable_cuda() -> str | None:
+    """Make TVM's CUDA runtime usable in this process; None when it is, else why not.
+
+    With its compiler, TVM loads its CUDA runtime at import where a driver is present.
+    Installed as the runtime alone (a GPU machine given no compiler:
+    docs/backends.md), it does not: the CUDA runtime library (libcudart, found on the
+    loader's path or in a PyTorch installation's nvidia wheels) and TVM's
+    libtvm_runtime_cuda are loaded here, once."""
+    if tvm_ffi.get_global_func("device_api.cuda", allow_missing=True) is not None:
+        return None
+    errors = []
+    for path in _cudart_candidates():
+        try:
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            break
+        except OSError as e:
+            errors.append(str(e))
+    else:
+        return "libcudart.so.13 (the CUDA 13 runtime) was not found: " + "; ".join(errors[:1])
+    lib = os.path.join(os.path.dirname(tvm.__file__), "lib", "libtvm_runtime_cuda.so")
+    try:
+        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+    except OSError as e:
+        return f"TVM's CUDA runtime ({lib}) does not load: {e}"
+    if tvm_ffi.get_global_func("device_api.cuda", allow_missing=True) is None:
+        return f"{lib} loaded but registered no CUDA device API"
+    return None
 
 
 _CPU = tvm.cpu().dlpack_device_type()  # (tvm.cpu() costs ~2 us a call)
@@ -216,13 +261,19 @@ def load(path: str) -> Compiled:
         mod = tvm.runtime.load_module(path)
     except Exception as e:  # noqa: BLE001
         msg = error_summary(e)
-        if "cuda" in msg.lower():
+        if "cuda" not in msg.lower():
+            raise TvmBuildError(f"cannot load {path}: {msg}") from e
+        why = enable_cuda()  # TVM installed as its runtime alone: load its CUDA half
+        if why is not None:
             raise TvmBuildError(f"{path} contains CUDA device code, which needs a CUDA driver "
-                                f"to load (no libcuda here): {msg}") from e
-        raise TvmBuildError(f"cannot load {path}: {msg}") from e
+                                f"to load (no libcuda here): {msg}; {why}") from e
+        try:
+            mod = tvm.runtime.load_module(path)
+        except Exception as e2:  # noqa: BLE001
+            raise TvmBuildError(f"cannot load {path}: {error_summary(e2)}") from e2
     on_cuda = bool(mod._collect_from_import_tree(lambda m: m.kind == "cuda"))
     try:
-        vm = relax.VirtualMachine(mod, tvm.cuda(0) if on_cuda else tvm.cpu(0))
+        vm = VirtualMachine(mod, tvm.cuda(0) if on_cuda else tvm.cpu(0))
         raw = vm[SIGNATURE_FUNCTION]().numpy()
     except Exception as e:  # noqa: BLE001
         raise TvmBuildError(f"{path} is not a library exported by qir's TVM backend "

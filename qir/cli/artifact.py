@@ -23,16 +23,19 @@ def read_manifest(outdir: str) -> dict:
 
 
 def runner(outdir: str, backend: str | None = None):
-    """(module, run(inputs) -> outputs) for an OUTDIR on `backend` (default: its target)."""
-    from qir.io import load
-
+    """(arguments, run(inputs) -> outputs) for an OUTDIR on `backend` (default: its
+    target); arguments as `qir.cli.run.arguments` gives them. A compiled library is run
+    from model.so and the manifest alone (its signature is inside it): that works where
+    TVM is installed without its compiler, and never reads the IR's weights."""
     man = read_manifest(outdir)
-    module = load(Path(outdir) / "model.qir")
     backend = backend or man["target"]
     if backend == "numpy":
         from backends.numpy import run
+        from qir.cli.run import arguments
+        from qir.io import load
 
-        return module, (lambda inputs: run(module, inputs))
+        module = load(Path(outdir) / "model.qir")
+        return arguments(module.main), (lambda inputs: run(module, inputs))
     if backend != man["target"]:
         raise QirError(f"{outdir} was compiled for {man['target']}; run it with --backend "
                        f"{man['target']} or --backend numpy")
@@ -40,6 +43,9 @@ def runner(outdir: str, backend: str | None = None):
     if not so.exists():
         raise QirError(f"{outdir}: model.so is missing")
     from backends.tvm import load as load_library
+    from backends.tvm.runtime import numpy_dtype
 
     compiled = load_library(str(so))
-    return module, compiled.run
+    spec = [(name, tuple(shape), numpy_dtype(dtype))
+            for name, shape, dtype in compiled.signature.inputs]
+    return spec, compiled.run

@@ -26,18 +26,17 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _inputs(module, path: str | None) -> dict[str, np.ndarray]:
+def _inputs(spec, path: str | None) -> dict[str, np.ndarray]:
     if path is not None:
         from qir.cli.run import split_batches
 
-        batches, _ = split_batches(module.main, load_npz(path))
+        batches, _ = split_batches(spec, load_npz(path))
         return batches[0]
     rng = np.random.default_rng(0)
     out = {}
-    for a in module.main.args:
-        dt = a.type.dtype
-        out[a.name] = (rng.standard_normal(a.type.shape).astype(dt) if dt.kind == "f"
-                       else np.zeros(a.type.shape, dt))
+    for name, shape, dt in spec:
+        out[name] = (rng.standard_normal(shape).astype(dt) if dt.kind == "f"
+                     else np.zeros(shape, dt))
     return out
 
 
@@ -47,8 +46,8 @@ def run(args) -> int:
     if args.repeat < 1 or args.warmup < 0:
         raise QirError("--repeat must be >= 1 and --warmup >= 0")
     man = read_manifest(args.outdir)
-    module, execute = runner(args.outdir, args.backend)
-    inputs = _inputs(module, args.inputs)
+    spec, execute = runner(args.outdir, args.backend)
+    inputs = _inputs(spec, args.inputs)
     for _ in range(args.warmup):
         execute(inputs)
     times = []

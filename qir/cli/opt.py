@@ -41,9 +41,9 @@ def add_pipeline_arguments(p) -> None:
 
 def calibration_batches(fn, path: str) -> list[dict]:
     """Split a calibration .npz (leading sample axis) into one input dict per sample."""
-    from qir.cli.run import split_batches
+    from qir.cli.run import arguments, split_batches
 
-    batches, stacked = split_batches(fn, load_npz(path, "calibration data"))
+    batches, stacked = split_batches(arguments(fn), load_npz(path, "calibration data"))
     return batches
 
 

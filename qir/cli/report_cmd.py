@@ -91,7 +91,7 @@ def run(args) -> int:
     from passes.report_format import format_table, to_html, to_json
     from qir.cli.common import load_npz
     from qir.cli.diff import use_color
-    from qir.cli.run import split_batches
+    from qir.cli.run import arguments, split_batches
     from qir.verifier import verify
 
     path = Path(args.model)
@@ -102,12 +102,12 @@ def run(args) -> int:
         verify(float_module)
         verify(quant)
         pipeline = args.pipeline or pipeline
-        samples, _ = split_batches(float_module.main, load_npz(args.inputs))
+        samples, _ = split_batches(arguments(float_module.main), load_npz(args.inputs))
     else:
         module = _read_float_model(path)
         verify(module)
         pipeline = args.pipeline or "int8"
-        samples, _ = split_batches(module.main, load_npz(args.inputs))
+        samples, _ = split_batches(arguments(module.main), load_npz(args.inputs))
         float_module, quant, notes = quantize_with_reference(module, samples, pipeline,
                                                              progress=progress)
     report = debug_report(float_module, quant, samples, model=str(path), pipeline=pipeline)

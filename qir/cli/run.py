@@ -24,10 +24,17 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def split_batches(fn, arrays: dict[str, np.ndarray]) -> tuple[list[dict], bool]:
-    """Check names and shapes; return one input dict per run and whether a leading
-    axis was stripped."""
-    names = [a.name for a in fn.args]
+def arguments(fn) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+    """(name, shape, dtype) of each argument of a qir function, as `split_batches` and
+    the compiled-artifact runners take them."""
+    return [(a.name, tuple(a.type.shape), np.dtype(a.type.dtype)) for a in fn.args]
+
+
+def split_batches(args, arrays: dict[str, np.ndarray]) -> tuple[list[dict], bool]:
+    """Check names and shapes against `args` ((name, shape, dtype) triples, see
+    `arguments`); return one input dict per run and whether a leading axis was
+    stripped."""
+    names = [name for name, _, _ in args]
     missing = [n for n in names if n not in arrays]
     extra = [k for k in arrays if k not in names]
     if missing or extra:
@@ -38,19 +45,19 @@ def split_batches(fn, arrays: dict[str, np.ndarray]) -> tuple[list[dict], bool]:
             msg.append("unknown input(s) " + ", ".join(extra))
         raise QirError("; ".join(msg) + f" (the model's inputs are: {', '.join(names)})")
     stacked = None
-    for a in fn.args:
-        arr, want = arrays[a.name], a.type.shape
+    for name, want, _ in args:
+        arr, want = arrays[name], tuple(want)
         if arr.shape == want:
             kind = False
         elif arr.ndim == len(want) + 1 and arr.shape[1:] == want:
             kind = True
         else:
-            raise QirError(f"input '{a.name}' has shape {list(arr.shape)}; expected "
+            raise QirError(f"input '{name}' has shape {list(arr.shape)}; expected "
                            f"{list(want)} (or [N, {', '.join(map(str, want))}] for N runs)")
         if stacked is None:
             stacked = kind
         elif stacked != kind:
-            raise QirError(f"input '{a.name}': either every input has the extra leading "
+            raise QirError(f"input '{name}': either every input has the extra leading "
                            "axis or none does")
     if not stacked:
         return [arrays], False
@@ -66,7 +73,7 @@ def run(args) -> int:
     from qir.verifier import verify
 
     if is_outdir(args.file):
-        module, execute = runner(args.file, args.backend)
+        spec, execute = runner(args.file, args.backend)
     else:
         if args.backend not in (None, "numpy"):
             raise QirError("--backend applies to a compiled OUTDIR; a .qir file runs in the "
@@ -75,11 +82,12 @@ def run(args) -> int:
 
         module = read_module(args.file)
         verify(module)
+        spec = arguments(module.main)
 
         def execute(inputs):
             return interpret(module, inputs)
 
-    batches, stacked = split_batches(module.main, load_npz(args.inputs))
+    batches, stacked = split_batches(spec, load_npz(args.inputs))
     results = [execute(b) for b in batches]
     if stacked:
         out = {k: np.stack([r[k] for r in results]) for k in results[0]}

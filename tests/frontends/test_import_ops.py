@@ -326,3 +326,28 @@ def test_small_index_constants_stay_inline() -> None:
 def test_eval_noops_are_removed() -> None:
     m = check(nn.Sequential(nn.Dropout(0.5), nn.Identity(), nn.ReLU()), (randn(3, 4),), "fx")
     assert [op.name for op in m.main.ops] == ["qir.relu"]
+
+
+class InPlace(nn.Module):
+    """In-place ops as torchvision writes them: nn.ReLU(inplace=True), `out += x`,
+    ReLU6(inplace=True), in-place dropout in eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.relu6 = nn.ReLU6(inplace=True)
+        self.drop = nn.Dropout(0.2, inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.conv(x))
+        out += x
+        return self.drop(self.relu6(out))
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_in_place_ops_import_as_their_functional_forms(capture):
+    """torch.export keeps relu_/add_ in its graph; the importer functionalizes the
+    program (run_decompositions) instead of refusing them."""
+    module = check(InPlace(), (torch.randn(2, 3, 8, 8),), capture)
+    assert not [op for op in module.main.ops if op.name.endswith("_")]
