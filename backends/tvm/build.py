@@ -21,6 +21,7 @@ from tvm import relax
 
 from backends.tvm import cpu, exact
 from backends.tvm.common import const
+from backends.tvm.kernels import tensorcore
 from backends.tvm.lower import to_relax
 from backends.tvm.registry import TvmBuildError, error_summary
 from backends.tvm.runtime import SIGNATURE_FUNCTION, Compiled, Signature
@@ -100,11 +101,12 @@ def _build_cuda(mod: tvm.IRModule, tgt: tvm.target.Target, signature: Signature,
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(), relax.transform.FuseOps(),
             relax.transform.FuseTIR(), cuda.ScheduleForGpu(tgt)])(mod)
-    with cuda.exact_cuda_compiler(arch):
+    prelude = tensorcore.sources(mod)  # hand-written kernels the TIR calls into
+    with cuda.exact_cuda_compiler(arch, prelude):
         rt = tvm.compile(mod, tgt).mod
     device_code = []
     for m in cuda.cuda_modules(rt):
         if cuda.source_only(m):
             source = m.inspect_source("cuda")
-            device_code.append((source, cuda.nvcc_compile(source, arch, fmt)))
+            device_code.append((source, cuda.nvcc_compile(prelude + source, arch, fmt)))
     return Compiled(rt, signature, device_code=device_code, device_format=fmt)

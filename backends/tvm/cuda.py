@@ -161,12 +161,13 @@ def nvcc_compile(source: str, arch: str, fmt: str = "cubin") -> bytes:
 
 
 @contextmanager
-def exact_cuda_compiler(arch: str):
+def exact_cuda_compiler(arch: str, prelude: str = ""):
     """While active, TVM's CUDA compile callback (used when a CUDA driver is present) is
-    `nvcc_compile`; the previous callback is restored afterwards."""
+    `nvcc_compile` of `prelude` (device functions TVM's kernels call) and TVM's source;
+    the previous callback is restored afterwards."""
     name = "tvm_callback_cuda_compile"
     old = tvm_ffi.get_global_func(name, allow_missing=True)
-    tvm_ffi.register_global_func(name, lambda code, *_: nvcc_compile(code, arch),
+    tvm_ffi.register_global_func(name, lambda code, *_: nvcc_compile(prelude + code, arch),
                                  override=True)
     try:
         yield

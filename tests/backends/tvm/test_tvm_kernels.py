@@ -222,7 +222,8 @@ def test_fallbacks_stay_exact():
 def test_kernels_only_for_llvm_with_avx2():
     module, _ = ops_module([linear((4, 16), 8, seed=50), conv((1, 4, 6, 6), 8, 3, seed=51)])
     assert len(kernels_used(module)) == 2
-    assert kernels_used(module, cuda_target()) == []
+    # CUDA takes its own kernels (tensor cores, test_tvm_cuda_kernels.py), not these
+    assert [n for n in kernels_used(module, cuda_target()) if not n.startswith("qir_tc_")] == []
     no_avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})
     assert kernels_used(module, no_avx2) == []
     mod = to_relax(module)  # no target: target-independent
