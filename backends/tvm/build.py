@@ -21,7 +21,7 @@ from tvm import relax
 
 from backends.tvm import cpu, exact
 from backends.tvm.common import const
-from backends.tvm.kernels import tensorcore
+from backends.tvm.kernels import gpu
 from backends.tvm.lower import to_relax
 from backends.tvm.registry import TvmBuildError, error_summary
 from backends.tvm.runtime import SIGNATURE_FUNCTION, Compiled, Signature
@@ -34,12 +34,15 @@ CUDA_FORMATS = ("cubin", "fatbin", "ptx")
 
 
 def build(module: Module, target="llvm", *, function: str = "main",
-          cuda_format: str = "cubin", tune: Tuning | None = None) -> Compiled:
+          cuda_format: str = "cubin", tune: Tuning | None = None,
+          cuda_graph: bool = False) -> Compiled:
     """Lower `function` of `module` to Relax and compile it for `target` ("llvm",
     "cuda", "cuda:sm_80", a target dict or a tvm Target). `cuda_format` is the device
     binary shipped for cuda: "cubin" (this arch only), "fatbin" or "ptx" (JIT-compiled by
     the driver, so it also runs on newer GPUs). `tune` (llvm only) tunes the kernels
-    with meta-schedule first (backends/tvm/tune.py); its `outcomes` say what it did."""
+    with meta-schedule first (backends/tvm/tune.py); its `outcomes` say what it did.
+    `cuda_graph` (cuda only): the VM captures the model's kernels as CUDA graphs on the
+    first run and replays them (TVM's RewriteCUDAGraph), saving a launch per kernel."""
     tgt = resolve_target(target)
     kind = target_kind(tgt)
     if kind not in ("llvm", "cuda"):
@@ -47,6 +50,8 @@ def build(module: Module, target="llvm", *, function: str = "main",
     if tune is not None and kind != "llvm":
         raise QirError("tuning times kernels on this machine's CPU, so it is for llvm "
                        f"builds only, not {kind}: build without tuning")
+    if cuda_graph and kind != "cuda":
+        raise QirError(f"CUDA graphs are for cuda builds, not {kind}")
     if cuda_format not in CUDA_FORMATS:
         raise QirError(f"cuda_format must be one of {', '.join(CUDA_FORMATS)}")
     with tgt:  # lowerings pick target-specific arithmetic (backends/tvm/exact.py)
@@ -57,7 +62,7 @@ def build(module: Module, target="llvm", *, function: str = "main",
         if kind == "llvm":
             mod, _ = schedule_llvm(mod, tgt, tune)
             return Compiled(tvm.compile(mod, tgt).mod, signature)
-        return _build_cuda(mod, tgt, signature, cuda_format)
+        return _build_cuda(mod, tgt, signature, cuda_format, cuda_graph)
     except QirError:
         raise
     except Exception as e:  # noqa: BLE001  (a TVM failure: report it as ours, readably)
@@ -91,7 +96,7 @@ def _with_signature(mod: tvm.IRModule, signature: Signature) -> tvm.IRModule:
 
 
 def _build_cuda(mod: tvm.IRModule, tgt: tvm.target.Target, signature: Signature,
-                fmt: str) -> Compiled:
+                fmt: str, cuda_graph: bool = False) -> Compiled:
     from backends.tvm import cuda
 
     arch = str(tgt.attrs["arch"])
@@ -101,8 +106,9 @@ def _build_cuda(mod: tvm.IRModule, tgt: tvm.target.Target, signature: Signature,
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(), relax.transform.FuseOps(),
             relax.transform.FuseTIR(), cuda.ScheduleForGpu(tgt)])(mod)
-    prelude = tensorcore.sources(mod)  # hand-written kernels the TIR calls into
-    with cuda.exact_cuda_compiler(arch, prelude):
+    prelude = gpu.sources(mod)  # hand-written kernels the TIR calls into
+    config = {"relax.backend.use_cuda_graph": True} if cuda_graph else {}
+    with cuda.exact_cuda_compiler(arch, prelude), tvm.transform.PassContext(config=config):
         rt = tvm.compile(mod, tgt).mod
     device_code = []
     for m in cuda.cuda_modules(rt):

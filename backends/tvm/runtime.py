@@ -11,7 +11,9 @@ import ctypes
 import glob
 import json
 import os
+import statistics
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -135,6 +137,61 @@ class Compiled:
         args = [_to_device(a, dev) for a in self._bind(inputs)]
         out = main(*args)
         return {key: _to_numpy(t) for key, t in zip(self.signature.outputs, out)}
+
+    def time_ms(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray], *,
+                repeat: int = 50, warmup: int = 5) -> list[float]:
+        """Milliseconds of each of `repeat` calls (after `warmup`) with the inputs
+        already on the device and the outputs left there, each call waited for (on a
+        GPU the device is synchronised): the model's latency without host transfers."""
+        if self._main is None:
+            self._main = (self.vm[self.signature.function], self._device())
+        main, dev = self._main
+        args = [tvm.runtime.tensor(a, device=dev) for a in self._bind(inputs)]
+        for _ in range(warmup):
+            main(*args)
+        dev.sync()
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            main(*args)
+            dev.sync()
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
+
+    def profile(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray], *,
+                repeat: int = 10) -> list[tuple[str, int, float]]:
+        """Where a call's time goes: (function, calls per run, milliseconds per run) for
+        each function the VM calls (kernels and VM builtins), most expensive first,
+        medians over `repeat` runs. The device is synchronised around every call, so each
+        figure includes that call's launch and the sum exceeds an unprofiled run."""
+        if self._main is None:
+            self._main = (self.vm[self.signature.function], self._device())
+        main, dev = self._main
+        args = [tvm.runtime.tensor(a, device=dev) for a in self._bind(inputs)]
+        main(*args)  # warm up: first-call loading and allocation are not a kernel's time
+        runs: list[dict[str, list[float]]] = []
+        started: list[float] = []
+
+        def instrument(func, name, before, ret, *call_args) -> int:
+            dev.sync()
+            if before:
+                started.append(time.perf_counter())
+            else:
+                runs[-1].setdefault(str(name), []).append(
+                    (time.perf_counter() - started.pop()) * 1e3)
+            return 0  # VMInstrumentReturnKind.NO_OP: go on
+
+        self.vm.set_instrument(instrument)
+        try:
+            for _ in range(repeat):
+                runs.append({})
+                main(*args)
+        finally:
+            self.vm.set_instrument(None)
+        names = {n for r in runs for n in r}
+        rows = [(n, len(runs[0].get(n, [])), statistics.median(sum(r.get(n, [])) for r in runs))
+                for n in names]
+        return sorted(rows, key=lambda row: -row[2])
 
     def _bind(self, inputs) -> list[np.ndarray]:
         sig = self.signature

@@ -33,7 +33,7 @@ from backends.tvm.kernels.common import (AVX2, LANES, PARALLEL_WORK, Dot, build_
                                          input_offset, kernel_func, kernel_target, row_tile,
                                          schedule_repack, unsigned_input, vectorize_inner,
                                          zero_point_var)
-from backends.tvm.kernels import tensorcore
+from backends.tvm.kernels import gpu
 from backends.tvm.kernels.epilogue import Epilogue
 
 COLS = 2 * LANES  # output channels per tile of the grouped kernel
@@ -392,8 +392,8 @@ def conv2d(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: 
     an AVX2 llvm target, weights outside int8, x - zp outside int16, an epilogue the
     chosen kernel cannot take). `x_range` is the stored range of x; padding is (top,
     left, bottom, right)."""
-    if tensorcore.target_arch() is not None:  # CUDA with int8 tensor cores
-        return tensorcore.conv2d(bb, x, zp, w, bias, stride, padding, dilation, groups,
+    if gpu.target_arch() is not None:  # CUDA with int8 tensor cores
+        return gpu.conv2d(bb, x, zp, w, bias, stride, padding, dilation, groups,
                                  epilogue, residual)
     x_dtype = dtype_of(x)
     if (kernel_target() is None or not fits_int8(w)

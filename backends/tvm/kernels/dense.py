@@ -35,7 +35,7 @@ from backends.tvm.kernels.common import (AVX2, LANES, PARALLEL_WORK, Dot, build_
                                          choose_dot, dot_8x2, dot_8x4, fits_int8,
                                          input_offset, kernel_func, kernel_target, row_tile,
                                          schedule_repack, unsigned_input, zero_point_var)
-from backends.tvm.kernels import tensorcore
+from backends.tvm.kernels import gpu
 from backends.tvm.kernels.epilogue import Epilogue
 
 COLS = 2 * LANES  # output channels per tile: two ymm accumulators per row
@@ -158,8 +158,8 @@ def dense(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: i
     `epilogue` (and its `residual`, shaped like the result) the epilogue's stored
     output; None when it does not apply (not an AVX2 llvm target, weights outside int8,
     x - zp outside int16). `x_range` is the stored range of x."""
-    if tensorcore.target_arch() is not None:  # CUDA with int8 tensor cores
-        return tensorcore.dense(bb, x, zp, w, bias, epilogue, residual)
+    if gpu.target_arch() is not None:  # CUDA with int8 tensor cores
+        return gpu.dense(bb, x, zp, w, bias, epilogue, residual)
     x_dtype = dtype_of(x)
     if (kernel_target() is None or not fits_int8(w)
             or not centred_fits_int16(x_dtype, *x_range, zp)):

@@ -1,8 +1,8 @@
-// Runs the CUDA kernels of backends/tvm/kernels/igemm.cuh on the host, for tests on machines
+// Runs the CUDA kernels of backends/tvm/kernels/gpu_kernels.cuh on the host, for tests on machines
 // without a GPU: each block's threads are host threads (shared memory is the kernel's static
 // arrays, one block runs at a time, __syncthreads() a barrier of the block), and mma.sync
 // m16n8k32 is computed from the 32 lanes' fragments by the layout the PTX ISA gives (the
-// same layout igemm.cuh's comment states). What this checks: the kernel's indexing,
+// same layout gpu_kernels.cuh's comment states). What this checks: the kernel's indexing,
 // gathering, tiling, synchronisation and epilogue; what it takes on trust: that the PTX
 // fragment layout is as written, which the GPU check (bench/gpu_check.py) confirms.
 #pragma once

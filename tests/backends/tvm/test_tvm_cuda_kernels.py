@@ -1,4 +1,4 @@
-"""The CUDA tensor-core kernels (backends/tvm/kernels/igemm.cuh, tensorcore.py), run on this
+"""The CUDA tensor-core kernels (backends/tvm/kernels/gpu_kernels.cuh, gpu.py), run on this
 machine's CPU by compiling their CUDA C++ as host code with tests/backends/tvm/
 cuda_emulation.h (each block's threads as host threads, mma.sync computed from the PTX
 fragment layout), against the numpy interpreter bit for bit: conv and dense, int8 and
@@ -22,19 +22,20 @@ from test_tvm_kernels import conv, linear, ops_module
 from backends.numpy import run
 from backends.tvm import cuda_target, to_relax
 from backends.tvm.epilogue_fusion import epilogue_of, plan
-from backends.tvm.kernels import tensorcore
-from backends.tvm.kernels.tensorcore import TILES, Kernel, conv2d_kernel, dense_kernel
+from backends.tvm.kernels import gpu
+from backends.tvm.kernels.gpu import (TILES, Kernel, conv2d_kernel, dense_kernel,
+                                             direct_conv_kernel)
 from qir.ops.core import constant_array
 
 HERE = Path(__file__).resolve().parent
-KERNELS = Path(tensorcore.__file__).resolve().parent
+KERNELS = Path(gpu.__file__).resolve().parent
 GXX = shutil.which("g++")
 
 pytestmark = pytest.mark.skipif(GXX is None, reason="needs g++ (C++20) to emulate the kernels")
 
 MAIN = """
 #include "cuda_emulation.h"
-#include "igemm.cuh"
+#include "gpu_kernels.cuh"
 {source}
 int main(int argc, char** argv) {{
   std::vector<uint8_t> x = emu::read_file(argv[1]), w = emu::read_file(argv[2]);
@@ -80,9 +81,12 @@ def anchor_kernel(op, x_dtype: str, epilogue=None, tile=None) -> Kernel | None:
         shape = tx.shape
         return dense_kernel(int(np.prod(shape[:-1])), shape[-1], x_dtype, zp, w, bias,
                             epilogue, tile)
+    groups = op.attr("groups")
+    if groups != 1:
+        return direct_conv_kernel(tx.shape, x_dtype, zp, w, bias, op.attr("stride"),
+                                  op.attr("padding"), op.attr("dilation"), groups, epilogue)
     return conv2d_kernel(tx.shape, x_dtype, zp, w, bias, op.attr("stride"),
-                         op.attr("padding"), op.attr("dilation"), op.attr("groups"),
-                         epilogue, tile)
+                         op.attr("padding"), op.attr("dilation"), groups, epilogue, tile)
 
 
 def check_chains(specs: list[dict], tmp_path: Path, tile=None) -> None:
@@ -148,14 +152,33 @@ def test_plain_accumulators(tmp_path):
                                       want[op.result.name], err_msg=f"op {i}")
 
 
+def test_grouped_and_depthwise_convs_bit_exact(tmp_path):
+    """The direct kernel: depthwise (strided, dilated, 5x5), grouped, channel multiplier
+    2, int16 input, with and without epilogues."""
+    specs = [chain(conv((1, 12, 11, 11), 12, 3, "i8", -1, seed=90, groups=12), seed=91),
+             chain(conv((2, 12, 9, 14), 12, 5, "u8", 77, seed=92, stride=2, groups=12,
+                        dilation=2), add="rhs", relu=True, seed=93),
+             chain(conv((1, 8, 9, 10), 8, 3, "i8", 4, seed=94, groups=2), add="lhs",
+                   seed=95, storage="u8", zp_out=3),
+             chain(conv((1, 6, 8, 8), 12, 3, "i8", 2, seed=96, groups=6), axis=None, seed=97),
+             chain(conv((1, 8, 7, 9), 8, 3, "i16", 0, seed=98, groups=4), seed=99,
+                   shifts=(1, 6))]
+    check_chains(specs, tmp_path)
+    module, inputs = ops_module([conv((1, 16, 9, 9), 16, 3, "u8", 0, seed=33, extreme="max",
+                                      groups=16)])
+    op = next(o for o in module.main.ops if o.name == "qir.qconv2d")
+    got = emulate(anchor_kernel(op, "uint8"), inputs["x0"], None, tmp_path)
+    np.testing.assert_array_equal(got, run(module, inputs)[op.result.name])
+
+
 def test_which_ops_take_the_kernel():
-    """Grouped and depthwise convs, int16 inputs and a bias that leaves int32 once the
-    zero point is folded in keep TVM's lowering; the rest take the kernel, on CUDA targets
-    from sm_80 (int8 mma) only."""
-    taken = [conv((1, 8, 6, 6), 8, 3, "i8", 1, seed=80), linear((4, 16), 8, "u8", 3, seed=81)]
-    kept = [conv((1, 8, 6, 6), 8, 3, "i8", 1, seed=82, groups=2),
-            conv((1, 8, 6, 6), 8, 3, "i8", 1, seed=83, groups=8),
-            conv((1, 8, 6, 6), 8, 3, "i16", 0, seed=84),
+    """int16 inputs to an ungrouped conv, and a bias that leaves int32 once the zero point
+    is folded in, keep TVM's lowering; the rest take a kernel, on CUDA targets from sm_80
+    (int8 mma) only."""
+    taken = [conv((1, 8, 6, 6), 8, 3, "i8", 1, seed=80), linear((4, 16), 8, "u8", 3, seed=81),
+             conv((1, 8, 6, 6), 8, 3, "i8", 1, seed=82, groups=2),
+             conv((1, 8, 6, 6), 8, 3, "i8", 1, seed=83, groups=8)]
+    kept = [conv((1, 8, 6, 6), 8, 3, "i16", 0, seed=84),
             linear((4, 64), 16, "i8", 127, seed=85)]
     kept[-1]["bias"] = np.full(16, -(2**31) + 5, np.int32)
     kept[-1]["w"] = np.full((16, 64), 127, np.int8)
@@ -166,8 +189,12 @@ def test_which_ops_take_the_kernel():
             mod = to_relax(module)
         return [str(gv.name_hint) for gv in mod.functions if "qir_tc_" in str(gv.name_hint)]
 
+    gemms = 2  # the ungrouped conv and the linear
+
     assert len(kernels(cuda_target("sm_90"))) == len(taken)
     assert len(kernels(cuda_target("sm_80"))) == len(taken)
     assert kernels(cuda_target("sm_75")) == []  # no int8 m16n8k32 before Ampere
     with cuda_target():
-        assert tensorcore.sources(to_relax(module)).count("qir::igemm<qir_tc_") == len(taken)
+        source = gpu.sources(to_relax(module))
+    assert source.count("qir::igemm<qir_tc_") == gemms
+    assert source.count("qir::direct_conv<qir_tc_") == len(taken) - gemms

@@ -252,4 +252,43 @@ QIR_DEV void igemm(const uint8_t* __restrict__ x, const uint8_t* __restrict__ w,
       }
 }
 
+// A direct grouped convolution (depthwise and other convolutions with few channels per
+// group, where a GEMM would have a tiny K): one thread per output element, int32
+// accumulation of (x - zp) w over its group's channels and the window, then P::store.
+// P gives the geometry (N, C, H, W, O, G, KH, KW, SH, SW, PT, PL, DH, DW, OH, OW), ZP, the
+// input type XT and store; launched with NT-thread blocks over N * O * OH * OW outputs.
+template <class P>
+QIR_DEV void direct_conv(const uint8_t* __restrict__ xv, const uint8_t* __restrict__ wv,
+                         const void* __restrict__ residual, void* __restrict__ out) {
+  constexpr int CG = P::C / P::G, OG = P::O / P::G;
+  const typename P::XT* x = (const typename P::XT*)xv;
+  const int8_t* w = (const int8_t*)wv;
+  const long long i = (long long)blockIdx.x * P::NT + threadIdx.x;
+  if (i >= (long long)P::N * P::O * P::OH * P::OW) return;
+  const int ow = (int)(i % P::OW), oh = (int)((i / P::OW) % P::OH);
+  const int o = (int)((i / ((long long)P::OW * P::OH)) % P::O);
+  const int img = (int)(i / ((long long)P::OW * P::OH * P::O));
+  const int c0 = (o / OG) * CG;
+  const int ih0 = oh * P::SH - P::PT, iw0 = ow * P::SW - P::PL;
+  int acc = 0;
+#pragma unroll 1
+  for (int c = 0; c < CG; ++c) {
+    const typename P::XT* plane = x + ((long long)img * P::C + c0 + c) * P::H * P::W;
+    const int8_t* taps = w + ((long long)o * CG + c) * P::KH * P::KW;
+#pragma unroll
+    for (int kh = 0; kh < P::KH; ++kh) {
+      const int ih = ih0 + kh * P::DH;
+      if ((unsigned)ih >= (unsigned)P::H) continue;  // padding reads zp: adds 0
+#pragma unroll
+      for (int kw = 0; kw < P::KW; ++kw) {
+        const int iw = iw0 + kw * P::DW;
+        if ((unsigned)iw < (unsigned)P::W)
+          acc += ((int)plane[ih * P::W + iw] - P::ZP) * (int)taps[kh * P::KW + kw];
+      }
+    }
+  }
+  P::store(out, residual, i, o, acc);
+}
+
 }  // namespace qir
+

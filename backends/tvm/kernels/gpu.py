@@ -1,19 +1,22 @@
-"""Integer conv and dense kernels for CUDA on the int8 tensor cores (sm_80 and newer).
+"""Integer conv and dense kernels for CUDA (sm_80 and newer), in gpu_kernels.cuh.
 
-`conv2d` (groups == 1) and `dense` with constant int8 weights and 8-bit activations lower
-to one call of a CUDA kernel written in igemm.cuh: an implicit GEMM whose A operand is
-gathered from the activation (im2col on the fly for a conv), multiplied by mma.sync
-m16n8k32 with exact int32 accumulation, and stored through a per-element epilogue:
-the accumulator plus bias, or with a fused chain (backends/tvm/epilogue_fusion.py) the
-requantize and the residual qadd, in the arithmetic of docs/semantics.md. The int32
-accumulator and the intermediate 8-bit tensor never reach memory.
+- `conv2d` (groups == 1) and `dense` with constant int8 weights and 8-bit activations:
+  an implicit GEMM on the int8 tensor cores, its A operand gathered from the activation
+  (im2col on the fly for a conv), multiplied by mma.sync m16n8k32 with exact int32
+  accumulation (qir::igemm);
+- grouped and depthwise convs: a direct kernel, one thread per output (qir::direct_conv).
+
+Both store through a per-element epilogue: the accumulator plus bias, or with a fused
+chain (backends/tvm/epilogue_fusion.py) the requantize and the residual qadd, in the
+arithmetic of docs/semantics.md, so the int32 accumulator and the intermediate 8-bit
+tensor never reach memory.
 
 Each kernel is a traits struct generated here (sizes, tile shape, per-channel tables as
-device arrays) plus `qir::igemm<P>`; TVM sees a TIR PrimFunc that launches the grid and
-calls the kernel's entry function (`call_extern`), and carries the CUDA text in its
-"qir_cuda_source" attribute, which the build prepends to TVM's CUDA source before nvcc
-(backends/tvm/cuda.py). Shapes, layouts or targets the kernel does not take return None:
-the op then lowers as before (dlight's schedules).
+device arrays) plus the template's instance; TVM sees a TIR PrimFunc that launches the
+grid and calls the kernel's entry function (`call_extern`), and carries the CUDA text in
+its "qir_cuda_source" attribute, which the build prepends to TVM's CUDA source before
+nvcc (backends/tvm/build.py, cuda.py). Shapes, dtypes or targets no kernel takes return
+None: the op then lowers as before (dlight's schedules).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from backends.tvm.kernels.common import OP_PATTERN_OPAQUE, ceil_div, fits_int8
 from backends.tvm.kernels.epilogue import Epilogue
 
 SOURCE_ATTR = "qir_cuda_source"
-HEADER = Path(__file__).with_name("igemm.cuh")
+HEADER = Path(__file__).with_name("gpu_kernels.cuh")
 MIN_ARCH = 80  # mma.sync m16n8k32 with int8 operands
 BK = 64  # bytes of K per shared-memory step
 SMS = 132  # multiprocessors of the GPUs the tile choice aims at (H100/H200)
@@ -130,21 +133,18 @@ def epilogue_code(name: str, bias: np.ndarray, epilogue: Epilogue | None, out_dt
     return "\n    ".join(lines)
 
 
-def kernel_source(name: str, rows: str, m: int, n: int, kp: int, tile: Tile, store: str,
-                  tables: list[str], has_residual: bool) -> str:
-    """The traits struct and the entry function `name` (x, w, [residual,] out)."""
+def kernel_source(name: str, constants: str, store: str, tables: list[str], call: str,
+                  has_residual: bool) -> str:
+    """The traits struct `<name>_P` (`constants`, then P::store with the body `store`)
+    and the entry function `name(x, w, [residual,] out)` running `call<name_P>`."""
     residual = "const void* residual, " if has_residual else ""
     return (
         "".join(tables)
-        + f"struct {name}_P {{\n"
-        f"  static constexpr int M = {m}, N = {n}, KP = {kp}, BK = {BK};\n"
-        f"  static constexpr int BM = {tile.bm}, BN = {tile.bn}, WM = {tile.wm}, "
-        f"WN = {tile.wn}, NT = {tile.threads};\n"
-        f"  using Rows = {rows};\n"
+        + f"struct {name}_P {{\n{constants}"
         f"  QIR_DEV static void store(void* out, const void* residual, long long idx, int n, "
         f"int acc) {{\n    {store}\n  }}\n}};\n"
         f'extern "C" __device__ int {name}(const void* x, const void* w, {residual}void* out) {{\n'
-        f"  qir::igemm<{name}_P>((const uint8_t*)x, (const uint8_t*)w, "
+        f"  {call}<{name}_P>((const uint8_t*)x, (const uint8_t*)w, "
         f"{'residual' if has_residual else 'nullptr'}, out);\n"
         "  return 0;\n}\n")
 
@@ -249,9 +249,12 @@ def _kernel(kind: str, g: Gemm, rows: str, x_shape, x_dtype: str, out_shape,
     tables: list[str] = []
     store = epilogue_code(name, g.bias, epilogue, out_dtype, tables)
     residual = epilogue.residual_dtype if epilogue is not None and epilogue.add else None
-    source = kernel_source(name, rows, g.m, g.n, g.kp, g.tile, store, tables,
-                           residual is not None)
-    return Kernel(name, source, g.grid, g.tile.threads, g.w, tuple(x_shape), x_dtype,
+    t = g.tile
+    constants = (f"  static constexpr int M = {g.m}, N = {g.n}, KP = {g.kp}, BK = {BK};\n"
+                 f"  static constexpr int BM = {t.bm}, BN = {t.bn}, WM = {t.wm}, WN = {t.wn}, "
+                 f"NT = {t.threads};\n  using Rows = {rows};\n")
+    source = kernel_source(name, constants, store, tables, "qir::igemm", residual is not None)
+    return Kernel(name, source, g.grid, t.threads, g.w, tuple(x_shape), x_dtype,
                   tuple(out_shape), out_dtype, residual)
 
 
@@ -275,6 +278,43 @@ def conv2d_kernel(x_shape, x_dtype: str, zp: int, w: np.ndarray, bias: np.ndarra
     rows = (f"qir::ConvRows<{c}, {h}, {wd}, {kh}, {kw}, {stride[0]}, {stride[1]}, {pt}, {pl}, "
             f"{dilation[0]}, {dilation[1]}, {oh}, {ow}, {g.m}, {g.k}, {g.xor}u, {g.padv}>")
     return _kernel("conv", g, rows, x_shape, x_dtype, (n, o, oh, ow), epilogue)
+
+
+DIRECT_THREADS = 256
+DIRECT_DTYPES = ("int8", "uint8", "int16")
+
+
+def direct_conv_kernel(x_shape, x_dtype: str, zp: int, w: np.ndarray,
+                       bias: np.ndarray | None, stride, padding, dilation, groups: int,
+                       epilogue: Epilogue | None = None) -> Kernel | None:
+    """The direct kernel of a grouped NCHW convolution (gpu_kernels.cuh, qir::direct_conv: one
+    thread per output), or None when it does not apply."""
+    if x_dtype not in DIRECT_DTYPES or not fits_int8(w) or min(padding) < 0:
+        return None
+    n, c, h, wd = x_shape
+    o, cg, kh, kw = w.shape
+    pt, pl, pb, pr = padding
+    oh = (h + pt + pb - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + pl + pr - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if min(oh, ow) <= 0 or c != cg * groups or o % groups:
+        return None
+    out_dtype = epilogue.out_dtype if epilogue is not None else "int32"
+    b = np.zeros(o, np.int32) if bias is None else bias.astype(np.int32)
+    geometry = dict(N=n, C=c, H=h, W=wd, O=o, G=groups, KH=kh, KW=kw, SH=stride[0],
+                    SW=stride[1], PT=pt, PL=pl, DH=dilation[0], DW=dilation[1], OH=oh, OW=ow,
+                    ZP=zp, NT=DIRECT_THREADS)
+    name = _name("dwconv" if groups == c == o else "gconv", geometry, x_dtype, w.tobytes(),
+                 b.tobytes(), epilogue, out_dtype)
+    tables: list[str] = []
+    store = epilogue_code(name, b, epilogue, out_dtype, tables)
+    residual = epilogue.residual_dtype if epilogue is not None and epilogue.add else None
+    constants = ("  static constexpr int " + ", ".join(f"{k} = {v}" for k, v in geometry.items())
+                 + f";\n  using XT = {C_TYPES[x_dtype]};\n")
+    source = kernel_source(name, constants, store, tables, "qir::direct_conv",
+                           residual is not None)
+    grid = (ceil_div(n * o * oh * ow, DIRECT_THREADS), 1)
+    return Kernel(name, source, grid, DIRECT_THREADS, w.astype(np.int8), tuple(x_shape),
+                  x_dtype, (n, o, oh, ow), out_dtype, residual)
 
 
 def dense_kernel(m: int, k: int, x_dtype: str, zp: int, w: np.ndarray,
@@ -307,10 +347,12 @@ def conv2d(bb: relax.BlockBuilder, x: relax.Expr, zp: int, w: np.ndarray,
            bias: np.ndarray | None, stride, padding, dilation, groups: int,
            epilogue: Epilogue | None = None, residual: relax.Expr | None = None
            ) -> relax.Expr | None:
-    """An NCHW convolution through the tensor-core kernel: the int32 accumulator, or
-    with `epilogue` its stored output; None when the kernel does not apply."""
-    kern = conv2d_kernel(shape_of(x), dtype_of(x), zp, w, bias, stride, padding, dilation,
-                         groups, epilogue)
+    """An NCHW convolution through the tensor-core kernel (groups == 1) or the direct
+    kernel (grouped, depthwise): the int32 accumulator, or with `epilogue` its stored
+    output; None when no kernel applies."""
+    builder = conv2d_kernel if groups == 1 else direct_conv_kernel
+    kern = builder(shape_of(x), dtype_of(x), zp, w, bias, stride, padding, dilation, groups,
+                   epilogue)
     return None if kern is None else _emit(bb, kern, x, residual)
 
 
