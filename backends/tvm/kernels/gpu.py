@@ -45,7 +45,7 @@ INT32 = 2**31
 
 @dataclass(frozen=True)
 class Tile:
-    """A block's BM x BN tile of C, each warp's WM x WN; 128 threads for every tile."""
+    """A block's BM x BN tile of C, each warp's WM x WN (128 or 256 threads)."""
 
     bm: int
     bn: int
@@ -57,19 +57,22 @@ class Tile:
         return 32 * (self.bm // self.wm) * (self.bn // self.wn)
 
 
-TILES = (Tile(128, 64, 64, 32), Tile(64, 64, 32, 32), Tile(32, 64, 16, 32), Tile(16, 64, 16, 16))
+TILES = (Tile(128, 128, 64, 32), Tile(128, 64, 64, 32), Tile(64, 64, 32, 32),
+         Tile(32, 64, 16, 32), Tile(16, 64, 16, 16))  # by preference: A reused most first
 
 
 def choose_tile(m: int, n: int) -> Tile:
-    """The largest tile giving at least two blocks per multiprocessor, else the one
-    giving the most blocks (small problems: parallelism over tile efficiency)."""
+    """The first tile of TILES (the biggest: each gathered value of A feeds the most
+    multiplies) that still gives every multiprocessor 256 threads' worth of blocks and
+    does not pad N by more than it computes, else the tile giving the most blocks
+    (small problems: parallelism over tile efficiency)."""
     def blocks(t: Tile) -> int:
         return ceil_div(m, t.bm) * ceil_div(n, t.bn)
 
     for t in TILES:
-        if blocks(t) >= 2 * SMS:
+        if (t.bn <= 64 or n >= t.bn) and blocks(t) * t.threads >= 2 * SMS * 128:
             return t
-    return max(TILES, key=blocks)
+    return max(TILES, key=lambda t: (blocks(t), t.bn))
 
 
 def target_arch() -> int | None:
@@ -272,11 +275,15 @@ def conv2d_kernel(x_shape, x_dtype: str, zp: int, w: np.ndarray, bias: np.ndarra
     ow = (wd + pl + pr - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if min(oh, ow) <= 0:
         return None
-    g = prepare(w.reshape(o, -1), bias, x_dtype, zp, n * oh * ow, tile)
+    # K as (kh, kw, c) when channels come in whole words (ConvRowsTapMajor), else OIHW's
+    tap_major = c % 4 == 0
+    w2 = (w.transpose(0, 2, 3, 1) if tap_major else w).reshape(o, -1)
+    g = prepare(w2, bias, x_dtype, zp, n * oh * ow, tile)
     if g is None:
         return None
-    rows = (f"qir::ConvRows<{c}, {h}, {wd}, {kh}, {kw}, {stride[0]}, {stride[1]}, {pt}, {pl}, "
-            f"{dilation[0]}, {dilation[1]}, {oh}, {ow}, {g.m}, {g.k}, {g.xor}u, {g.padv}>")
+    rows = (f"qir::{'ConvRowsTapMajor' if tap_major else 'ConvRows'}<{c}, {h}, {wd}, {kh}, "
+            f"{kw}, {stride[0]}, {stride[1]}, {pt}, {pl}, {dilation[0]}, {dilation[1]}, {oh}, "
+            f"{ow}, {g.m}, {g.k}, {g.xor}u, {g.padv}>")
     return _kernel("conv", g, rows, x_shape, x_dtype, (n, o, oh, ow), epilogue)
 
 

@@ -123,6 +123,46 @@ struct ConvRows {
   }
 };
 
+// A convolution's rows of A with K ordered (kh, kw, c), for C % 4 == 0: the four values of a
+// word are four channels at one tap, so a word needs one window test and four loads at a
+// constant stride; when C is a multiple of a thread's chunk, the whole chunk is one tap.
+template <int C, int H, int W, int KH, int KW, int SH, int SW, int PT, int PL, int DH, int DW,
+          int OH, int OW, int M, int K, unsigned XOR, int PADV>
+struct ConvRowsTapMajor {
+  static_assert(C % 4 == 0, "channels in whole words");
+  using Rows = ConvRows<C, H, W, KH, KW, SH, SW, PT, PL, DH, DW, OH, OW, M, K, XOR, PADV>;
+  using Row = typename Rows::Row;
+  QIR_DEV static Row row(const uint8_t* x, int m) { return Rows::row(x, m); }
+  QIR_DEV static unsigned word(const Row& r, int tap, int c) {
+    const int ih = r.ih0 + (tap / KW) * DH, iw = r.iw0 + (tap % KW) * DW;
+    if (!(r.ok && tap < KH * KW && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W))
+      return ((unsigned)PADV & 0xffu) * 0x01010101u;
+    const uint8_t* p = r.base + (c * H + ih) * W + iw;
+    return ((unsigned)p[0] | (unsigned)p[H * W] << 8 | (unsigned)p[2 * H * W] << 16 |
+            (unsigned)p[3 * H * W] << 24) ^ (XOR * 0x01010101u);
+  }
+  template <int NW>
+  QIR_DEV static void gather(const Row& r, int k0, unsigned (&out)[NW]) {
+    if constexpr (C % (4 * NW) == 0) {  // one tap for the chunk: one window test
+      const int tap = k0 / C, c = k0 % C;
+      const int ih = r.ih0 + (tap / KW) * DH, iw = r.iw0 + (tap % KW) * DW;
+      const bool in = r.ok && tap < KH * KW && (unsigned)ih < (unsigned)H &&
+                      (unsigned)iw < (unsigned)W;
+      const uint8_t* p = r.base + (in ? (c * H + ih) * W + iw : 0);
+#pragma unroll
+      for (int i = 0; i < NW; ++i)
+        out[i] = in ? ((unsigned)p[4 * i * H * W] | (unsigned)p[(4 * i + 1) * H * W] << 8 |
+                       (unsigned)p[(4 * i + 2) * H * W] << 16 |
+                       (unsigned)p[(4 * i + 3) * H * W] << 24) ^ (XOR * 0x01010101u)
+                    : ((unsigned)PADV & 0xffu) * 0x01010101u;
+    } else {
+#pragma unroll
+      for (int i = 0; i < NW; ++i) out[i] = word(r, (k0 + 4 * i) / C, (k0 + 4 * i) % C);
+    }
+  }
+  QIR_DEV static long long out_index(int m, int n, int N) { return Rows::out_index(m, n, N); }
+};
+
 // A dense layer's rows of A: x[m, 0:K], row-major.
 template <int M, int K, unsigned XOR>
 struct DenseRows {

@@ -130,9 +130,12 @@ def test_fused_linear_chains_bit_exact(tmp_path):
 
 @pytest.mark.parametrize("tile", TILES, ids=lambda t: f"{t.bm}x{t.bn}")
 def test_every_tile_shape(tile, tmp_path):
-    """Sizes that divide no tile, K spanning several steps of 64."""
+    """Sizes that divide no tile, K spanning several steps of 64; channels in whole
+    words (K ordered by tap, a thread's chunk within one tap for 64 channels) or not."""
     specs = [chain(conv((2, 24, 9, 10), 70, 3, "u8", 100, seed=60), add="rhs", seed=61),
-             chain(linear((45, 200), 67, "i8", -7, seed=62), seed=63)]
+             chain(linear((45, 200), 67, "i8", -7, seed=62), seed=63),
+             chain(conv((1, 64, 6, 7), 130, 3, "i8", 5, seed=64, stride=2), seed=65),
+             chain(conv((1, 6, 8, 5), 20, 3, "u8", 9, seed=66), seed=67)]
     check_chains(specs, tmp_path, tile)
 
 
