@@ -23,7 +23,7 @@ from backends.tvm.registry import LoweringError, TvmBuildError
 from backends.tvm.runtime import Compiled, Signature, load
 
 # name -> the module defining it; imported (with every built-in lowering) on first use
-_COMPILER = {"build": "build", "to_relax": "lower", "relax_lowering": "registry",
+_COMPILER = {"build": "compiler", "to_relax": "lower", "relax_lowering": "registry",
              "relax_lowerings": "registry", "cuda_target": "target", "host_cpu": "target",
              "llvm_target": "target", "resolve_target": "target", "Tuning": "tune"}
 

@@ -36,7 +36,7 @@ PARALLEL_WORK = 1 << 20  # multiply-adds below which a kernel runs on one thread
 
 def kernel_target() -> tvm.target.Target | None:
     """The target being lowered for when the kernels apply to it (llvm with AVX2), else
-    None. backends/tvm/build.py makes the build's target current while lowering."""
+    None. backends/tvm/compiler.py makes the build's target current while lowering."""
     target = tvm.target.Target.current(allow_none=True)
     if target is None or str(target.kind.name) != "llvm":
         return None

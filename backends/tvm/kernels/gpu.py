@@ -15,7 +15,7 @@ Each kernel is a traits struct generated here (sizes, tile shape, per-channel ta
 device arrays) plus the template's instance; TVM sees a TIR PrimFunc that launches the
 grid and calls the kernel's entry function (`call_extern`), and carries the CUDA text in
 its "qir_cuda_source" attribute, which the build prepends to TVM's CUDA source before
-nvcc (backends/tvm/build.py, cuda.py). Shapes, dtypes or targets no kernel takes return
+nvcc (backends/tvm/compiler.py, cuda.py). Shapes, dtypes or targets no kernel takes return
 None: the op then lowers as before (dlight's schedules).
 """
 

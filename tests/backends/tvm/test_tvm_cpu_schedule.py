@@ -13,7 +13,7 @@ from tvm import tirx as tir
 
 import frontends
 from backends.tvm import cpu
-from backends.tvm.build import schedule_llvm
+from backends.tvm.compiler import schedule_llvm
 from backends.tvm.lower import to_relax
 from backends.tvm.target import resolve_target
 from passes import PassContext, PassManager
