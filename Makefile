@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test docs clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ demo: setup
 
 test: setup
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 tests
+
+docs: setup  # regenerate the generated tables of docs/ (ops, grammar, supported torch ops)
+	$(BIN)/python -m qir.docgen
+	$(BIN)/python -m frontends.docgen
 
 clean:
 	rm -rf $(VENV) build *.egg-info

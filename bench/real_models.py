@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-import types
 
 import numpy as np
 
@@ -38,9 +37,7 @@ def torchvision_models():
     for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
         del sys.modules[name]
     spec = importlib.util.find_spec("torchvision")
-    package = types.ModuleType("torchvision")
-    package.__path__ = list(spec.submodule_search_locations)
-    sys.modules["torchvision"] = package
+    sys.modules["torchvision"] = importlib.util.module_from_spec(spec)  # __init__ not run
     return importlib.import_module("torchvision.models")
 
 

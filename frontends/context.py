@@ -102,6 +102,31 @@ def _is_random(node: torch.fx.Node) -> bool:
     return name in _RANDOM_NAMES
 
 
+# Tensor factories whose result depends on their tensor arguments' shape and dtype only, not
+# on the values: folded at import even when an argument is computed at run time, so that a
+# mask built from `x.new_zeros(...)` and filled in place (Swin's attention mask) is a
+# constant.
+_SHAPE_ONLY_NAMES = {"zeros_like", "ones_like", "empty_like", "full_like", "new_zeros",
+                     "new_ones", "new_empty", "new_full"}
+
+
+def _shape_only(node: torch.fx.Node) -> bool:
+    t = node.target
+    if isinstance(t, torch._ops.OpOverload):
+        return t.overloadpacket.__name__ in _SHAPE_ONLY_NAMES
+    name = t if isinstance(t, str) else getattr(t, "__name__", "")
+    return node.op in ("call_function", "call_method") and name in _SHAPE_ONLY_NAMES
+
+
+def _stand_in(x: Any) -> Any:
+    """What a shape-only factory sees for a run-time tensor: zeros of its type."""
+    if isinstance(x, Value):
+        return Const(torch.zeros(x.type.shape, dtype=torch_dtype(str(x.type.elem))))
+    if isinstance(x, LazyParam):
+        return Const(x.tensor)
+    return x
+
+
 # --- the context converters see --------------------------------------------------------------
 
 
@@ -255,6 +280,8 @@ class GraphLowering:
         name = self._target_name(node)
         args = map_aggregate(node.args, self._lookup)  # also inside slices: x[:, :n]
         kwargs = map_aggregate(node.kwargs, self._lookup)
+        if _shape_only(node) and not any(isinstance(x, Poison) for x in _leaves((args, kwargs))):
+            args, kwargs = map_aggregate((args, kwargs), _stand_in)
         leaves = _leaves((args, kwargs))
         poisoned = any(isinstance(x, Poison) for x in leaves)
         runtime = self._has_state(node) or any(isinstance(x, (Value, LazyParam, Poison))

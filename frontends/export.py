@@ -38,14 +38,11 @@ def from_exported_program(ep: ExportedProgram, *, decompose: bool = True) -> Mod
         retry = _lower(ep.run_decompositions(table))
     except Exception:  # decomposition itself failed: report the original problems
         return first.finish()
-    if retry.problems:
-        # Report what is left, each at the original op where it still fails there.
-        by_loc = {p.loc: p for p in first.problems}
+    if retry.problems:  # what is left, as the decomposed program has it, once each
         left: list[Problem] = []
         for p in retry.problems:
-            q = by_loc.get(p.loc, p) if p.loc.file else p
-            if q not in left:
-                left.append(q)
+            if p not in left:
+                left.append(p)
         retry.problems = left
     return retry.finish()
 

@@ -344,3 +344,112 @@ def f_pad(ctx: Context, input: Any, pad: Any, mode: str = "constant",
 @converter(aten.constant_pad_nd.default, emits=("qir.pad",))
 def constant_pad_nd(ctx: Context, input: Any, pad: Any, value: Any = 0) -> Value:
     return lower_pad(ctx, input, pad, "constant", value)
+
+
+# --- resizing ----------------------------------------------------------------------------------
+
+
+def _source_scale(n_in: int, n_out: int, scale_factor: float | None, align: bool) -> float:
+    """PyTorch's ratio from output to input coordinates (area_pixel_compute_scale)."""
+    if align:
+        return (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    return 1.0 / scale_factor if scale_factor else n_in / n_out
+
+
+def linear_weights(n_in: int, n_out: int, align: bool, scale_factor: float | None
+                   ) -> np.ndarray:
+    """[n_out, n_in]: PyTorch's 1-d linear interpolation as a matrix (each row two
+    weights summing to 1, at floor(src) and the next sample)."""
+    scale = _source_scale(n_in, n_out, scale_factor, align)
+    dst = np.arange(n_out, dtype=np.float64)
+    src = dst * scale if align else np.maximum((dst + 0.5) * scale - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = src - i0
+    m = np.zeros((n_out, n_in), np.float64)
+    np.add.at(m, (np.arange(n_out), i0), 1.0 - lam)
+    np.add.at(m, (np.arange(n_out), i1), lam)
+    return m.astype(np.float32)
+
+
+def nearest_index(n_in: int, n_out: int, scale_factor: float | None) -> np.ndarray:
+    """PyTorch's 'nearest' source index of each output position (floor(dst * scale))."""
+    scale = _source_scale(n_in, n_out, scale_factor, False)
+    src = np.arange(n_out, dtype=np.float32) * np.float32(scale)  # in float32, as torch
+    return np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+
+
+def resize(ctx: Context, x: Any, mode: str, align: bool, scales: list[float | None]) -> Value:
+    """Resize the trailing spatial dims of x to ctx.out_shape: nearest by gathering
+    (data movement: a quantized tensor keeps its scale), (bi)linear as constant
+    interpolation matrices, one matmul per dim (a float op, or an integer one under int8)."""
+    v = ctx.value(x)
+    out_shape = ctx.out_shape
+    nd = len(scales)
+    if v.type.rank != nd + 2:
+        raise ConversionError(f"{mode} resize of a rank-{v.type.rank} tensor over {nd} dims")
+    for i in range(nd):
+        axis = v.type.rank - nd + i
+        n_in, n_out = v.type.shape[axis], out_shape[axis]
+        if n_in == n_out and not align and scales[i] in (None, 1.0):
+            continue
+        if mode == "nearest":
+            v = ctx.emit("qir.gather", [v, ctx.constant(nearest_index(n_in, n_out, scales[i]))],
+                         {"axis": axis})
+            continue
+        a = ctx.constant(linear_weights(n_in, n_out, align, scales[i]))
+        if axis == v.type.rank - 1:  # [..., n_in] @ A^T
+            v = ctx.emit("qir.matmul", [v, ctx.emit("qir.permute", [a], {"perm": [1, 0]})])
+        else:  # A @ [..., n_in, W]
+            v = ctx.emit("qir.matmul", [a, v])
+    return v
+
+
+def _scales(scale_factors: Any, nd: int) -> list[float | None]:
+    if scale_factors is None:
+        return [None] * nd
+    s = list(scale_factors) if isinstance(scale_factors, (list, tuple)) else [scale_factors] * nd
+    return [float(f) if f is not None else None for f in s]
+
+
+@converter(aten.upsample_bilinear2d.vec, aten.upsample_linear1d.vec,
+           emits=("qir.matmul", "qir.permute"))
+def upsample_linear_vec(ctx: Context, input: Any, output_size: Any, align_corners: bool,
+                        scale_factors: Any = None) -> Value:
+    nd = ctx.value(input).type.rank - 2
+    return resize(ctx, input, "linear", bool(align_corners), _scales(scale_factors, nd))
+
+
+@converter(aten.upsample_bilinear2d.default, emits=("qir.matmul", "qir.permute"))
+def upsample_bilinear2d(ctx: Context, input: Any, output_size: Any, align_corners: bool,
+                        scales_h: Any = None, scales_w: Any = None) -> Value:
+    return resize(ctx, input, "linear", bool(align_corners), [scales_h, scales_w])
+
+
+@converter(aten.upsample_nearest2d.vec, aten.upsample_nearest1d.vec, emits=("qir.gather",))
+def upsample_nearest_vec(ctx: Context, input: Any, output_size: Any,
+                         scale_factors: Any = None) -> Value:
+    nd = ctx.value(input).type.rank - 2
+    return resize(ctx, input, "nearest", False, _scales(scale_factors, nd))
+
+
+@converter(aten.upsample_nearest2d.default, emits=("qir.gather",))
+def upsample_nearest2d(ctx: Context, input: Any, output_size: Any, scales_h: Any = None,
+                       scales_w: Any = None) -> Value:
+    return resize(ctx, input, "nearest", False, [scales_h, scales_w])
+
+
+@converter(F.interpolate, F.upsample, emits=("qir.gather", "qir.matmul", "qir.permute"))
+def interpolate(ctx: Context, input: Any, size: Any = None, scale_factor: Any = None,
+                mode: str = "nearest", align_corners: bool | None = None,
+                recompute_scale_factor: bool | None = None, antialias: bool = False) -> Value:
+    nd = ctx.value(input).type.rank - 2
+    if antialias:
+        raise ConversionError("interpolate(antialias=True) is not supported")
+    if mode not in ("nearest", "linear", "bilinear"):
+        raise ConversionError(f"interpolate mode {mode!r} is not supported (nearest, linear, "
+                              "bilinear are)")
+    scales = [None] * nd if size is not None or recompute_scale_factor \
+        else _scales(scale_factor, nd)
+    return resize(ctx, input, "nearest" if mode == "nearest" else "linear",
+                  bool(align_corners), scales)

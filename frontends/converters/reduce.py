@@ -288,3 +288,48 @@ converter(aten.any.dim, aten.any.dims, aten.any.default, torch.any, (M, "any"),
           emits=("qir.cast", "qir.reduce_max", "qir.ne"))(_any_all("qir.reduce_max"))
 converter(aten.all.dim, aten.all.dims, aten.all.default, torch.all, (M, "all"),
           emits=("qir.cast", "qir.reduce_min", "qir.ne"))(_any_all("qir.reduce_min"))
+
+
+@converter(aten.linalg_vector_norm.default, torch.linalg.vector_norm, torch.norm, (M, "norm"),
+           emits=("qir.abs", "qir.mul", "qir.reduce_sum", "qir.sqrt", "qir.reduce_max",
+                  "qir.reduce_min", "qir.pow", "qir.ne", "qir.cast"))
+def vector_norm(ctx: Context, x: Any, ord: Any = 2, dim: Any = None, keepdim: bool = False,
+                *, dtype: torch.dtype | None = None) -> Value:
+    """torch.linalg.vector_norm (F.normalize's norm): ord 2 as sqrt(sum x*x), 1 as
+    sum |x|, inf / -inf as max / min |x|, 0 as the count of non-zeros, other p as
+    (sum |x|^p)^(1/p); a float computation."""
+    v = float_input(ctx, x)
+    if dtype is not None:
+        v = ctx.cast(v, qir_elem(dtype))
+    axes = dims_arg(dim, v.type.rank)
+    attrs = {"axes": axes, "keepdims": bool(keepdim)}
+    p = 2.0 if ord in (None, "fro") else float(ord)
+    if p == 2:
+        return ctx.emit("qir.sqrt", [ctx.emit("qir.reduce_sum", [ctx.emit("qir.mul", [v, v])],
+                                              attrs)])
+    a = ctx.emit("qir.abs", [v])
+    if p == 1:
+        return ctx.emit("qir.reduce_sum", [a], attrs)
+    if p == float("inf"):
+        return ctx.emit("qir.reduce_max", [a], attrs)
+    if p == float("-inf"):
+        return ctx.emit("qir.reduce_min", [a], attrs)
+    elem = str(v.type.elem)
+    if p == 0:
+        nz = ctx.cast(ctx.emit("qir.ne", [v, ctx.value(0.0, elem)]), elem)
+        return ctx.emit("qir.reduce_sum", [nz], attrs)
+    powered = ctx.emit("qir.pow", [a, ctx.value(p, elem)])
+    return ctx.emit("qir.pow", [ctx.emit("qir.reduce_sum", [powered], attrs),
+                                ctx.value(1.0 / p, elem)])
+
+
+@converter(F.normalize, emits=("qir.mul", "qir.reduce_sum", "qir.sqrt", "qir.clamp",
+                               "qir.div"))
+def normalize(ctx: Context, input: Any, p: float = 2.0, dim: int = 1, eps: float = 1e-12,
+              out: None = None) -> Value:
+    """F.normalize (symbolic_trace keeps it whole): x / max(norm_p(x, dim), eps)."""
+    v = float_input(ctx, input)
+    from frontends.converters.arith import clamp
+
+    norm = clamp(ctx, vector_norm(ctx, v, p, dim, True), min=float(eps))
+    return binary(ctx, "qir.div", v, norm)

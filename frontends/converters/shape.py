@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+import numpy as np
 import torch
 
 from frontends.common import ConversionError, converter
@@ -278,3 +279,61 @@ def tril(ctx: Context, x: Any, diagonal: int = 0) -> Value:
 @converter(aten.triu.default, torch.triu, (M, "triu"), emits=("qir.triu",))
 def triu(ctx: Context, x: Any, diagonal: int = 0) -> Value:
     return ctx.emit("qir.triu", [ctx.value(x)], {"diagonal": int(diagonal)})
+
+
+@converter(aten.roll.default, torch.roll, (M, "roll"), emits=("qir.slice", "qir.concat"))
+def roll(ctx: Context, x: Any, shifts: Any, dims: Any = ()) -> Value:
+    """torch.roll: per rolled dim, the last `shift` elements moved to the front (two
+    slices concatenated: data movement, so a quantized tensor keeps its scale). Without
+    dims the flattened tensor rolls."""
+    v = ctx.value(x)
+    shift_list = int_list(shifts, None, "shifts")
+    dim_list = int_list(dims, None, "dims") if dims not in (None, (), []) else []
+    if not dim_list:
+        if len(shift_list) != 1:
+            raise ConversionError("roll without dims takes one shift")
+        flat = reshape(ctx, v, (v.type.numel,))
+        return reshape(ctx, roll_value(ctx, flat, shift_list[0], 0), v.type.shape)
+    if len(shift_list) != len(dim_list):
+        raise ConversionError(f"roll: {len(shift_list)} shifts for {len(dim_list)} dims")
+    for shift, dim in zip(shift_list, dim_list):
+        v = roll_value(ctx, v, shift, norm_dim(dim, v.type.rank))
+    return v
+
+
+def roll_value(ctx: Context, v: Value, shift: int, axis: int) -> Value:
+    n = v.type.shape[axis]
+    s = shift % n if n else 0
+    if s == 0:
+        return v
+    tail = ctx.emit("qir.slice", [v], {"axis": axis, "start": n - s, "end": n, "step": 1})
+    head = ctx.emit("qir.slice", [v], {"axis": axis, "start": 0, "end": n - s, "step": 1})
+    return ctx.emit("qir.concat", [tail, head], {"axis": axis})
+
+
+@converter(aten.gather.default, torch.gather, (M, "gather"),
+           emits=("qir.reshape", "qir.mul", "qir.add", "qir.gather"))
+def gather(ctx: Context, x: Any, dim: int, index: Any, sparse_grad: bool = False) -> Value:
+    """torch.gather (out[i] = x[i with i[dim] replaced by index[i]]) as numpy take on the
+    flattened input: flat index = index * stride(dim) + the other coordinates' offset (a
+    constant). Indices must be in range, as torch requires."""
+    v = ctx.value(x)
+    idx = ctx.value(index)
+    if idx.type.elem not in ("i64", "i32"):
+        raise ConversionError(f"gather indices must be int64 or int32, got {idx.type}")
+    if idx.type.rank != v.type.rank:
+        raise ConversionError(f"gather: index rank {idx.type.rank} != input rank "
+                              f"{v.type.rank}")
+    axis = norm_dim(dim, v.type.rank)
+    strides = [int(np.prod(v.type.shape[d + 1:])) for d in range(v.type.rank)]
+    grid = np.indices(idx.type.shape, dtype=np.int64)
+    offset = sum(grid[d] * strides[d] for d in range(v.type.rank) if d != axis)
+    if idx.type.elem != "i64":
+        idx = ctx.cast(idx, "i64")
+    flat_index = idx
+    if strides[axis] != 1:
+        flat_index = ctx.emit("qir.mul", [flat_index, ctx.value(strides[axis], "i64")])
+    if np.any(offset):
+        flat_index = ctx.emit("qir.add", [flat_index, ctx.constant(np.asarray(offset))])
+    flat = reshape(ctx, v, (v.type.numel,))
+    return ctx.emit("qir.gather", [flat, flat_index], {"axis": 0})

@@ -139,6 +139,17 @@ seq = (lambda: (randn(2, 5, 8),))
 two = (lambda: (randn(2, 3, 4), randn(2, 3, 4, seed=1)))
 
 # name -> (model factory, example inputs factory)
+class Masked:
+    """Swin's way of building an attention mask: a new tensor from the input's shape,
+    filled in place slice by slice (folds to a constant at import)."""
+
+    def __call__(self, x):
+        mask = x.new_zeros((5, 8))
+        mask[1:3] = 1.0
+        mask[:, 4:] += 2.0
+        return x + mask
+
+
 CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[], tuple]]] = {
     # convolution
     "conv2d": (conv(4, 6, 3), img),
@@ -274,6 +285,20 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[], tuple]]] = {
     "sdpa_float_mask_scale": (lambda: Attention("float"),
                               lambda: (randn(1, 2, 5, 4), randn(1, 2, 5, 4, seed=1))),
     "sdpa_gqa": (lambda: GQA(), lambda: (randn(1, 4, 5, 8), randn(1, 2, 5, 8, seed=1))),
+    # data movement and resizing (the real-architecture issue's converters)
+    "roll": (lambda: Fn(lambda x: torch.roll(x, shifts=(1, -2), dims=(1, 2)) + x.roll(3)), img),
+    "gather": (lambda: Fn2(lambda x, i: (torch.gather(x, 1, i), x.gather(0, i[:2, :3]))),
+               lambda: (randn(3, 5), ints(3, 4, high=3))),
+    "upsample_bilinear": (lambda: Fn(lambda x: (
+        F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False),
+        F.interpolate(x, size=(13, 7), mode="bilinear", align_corners=True),
+        F.interpolate(x, scale_factor=1.7, mode="bilinear"))), img),
+    "upsample_nearest": (lambda: Fn(lambda x: (
+        F.interpolate(x, scale_factor=2), F.interpolate(x, size=(5, 14)),
+        nn.functional.interpolate(x, scale_factor=(0.5, 1.5), mode="nearest"))), img),
+    "normalize": (lambda: Fn(lambda x: (F.normalize(x, dim=-1), F.normalize(x, p=1, dim=1),
+                                        torch.linalg.vector_norm(x, float("inf"), dim=-1),
+                                        torch.linalg.vector_norm(x, 3.0, dim=(0, 2)))), seq),
     # structure
     "multi_io": (lambda: MultiOut(), two),
     "shape_attributes": (lambda: ShapeAttr(), lambda: (randn(2, 3, 4, 5),)),
@@ -343,6 +368,12 @@ class InPlace(nn.Module):
         out = self.relu(self.conv(x))
         out += x
         return self.drop(self.relu6(out))
+
+
+def test_a_mask_filled_in_place_folds_to_a_constant():
+    """export only: symbolic_trace cannot trace item assignment."""
+    module = check(Fn(Masked()), seq(), "export")
+    assert [op.name for op in module.main.ops][1:] == ["qir.add"]  # a constant, then x + it
 
 
 @pytest.mark.parametrize("capture", CAPTURES)
