@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	# torch is pinned first: an unpinned torch pulls several GB of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,tune]'
+	# torchvision's models and timm for the real-architecture tests, without their
+	# dependencies: they would replace the CPU torch with a CUDA build (tests/real_models.py)
+	$(BIN)/pip install -q --no-deps torchvision==0.28.0 timm==1.0.31
 	@touch $(STAMP)
 
 demo: setup

@@ -1,44 +1,15 @@
-"""Real architectures for benchmarks and checks: torchvision's models, built with random
-weights (nothing is downloaded), importable with the CPU build of torch.
-
-PyPI's torchvision wheel is built against CUDA torch: beside the CPU torch this project
-pins, `import torchvision` fails loading its C operators (`torchvision::nms does not
-exist`), but `torchvision.models` is pure Python. `torchvision_models()` imports that
-package without running torchvision's __init__ when the normal import fails. Install the
-wheel without its dependencies (it would otherwise pull a CUDA torch):
-
-    .venv/bin/pip install --no-deps torchvision==0.28.0
-"""
+"""torchvision's ResNet-18 and MobileNetV2 for the benchmarks (random weights, 224x224
+inputs), through tests/real_models.py's loader (torchvision's models under the CPU torch:
+`make setup` installs them)."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-
 import numpy as np
 
-INSTALL = ".venv/bin/pip install --no-deps torchvision==0.28.0"
+from tests.real_models import torchvision_models
+
 MODELS = ("resnet18", "mobilenet_v2")
 IMAGE = (3, 224, 224)
-
-
-def torchvision_models():
-    """The `torchvision.models` module (see the module docstring)."""
-    try:
-        import torchvision.models as models
-
-        return models
-    except ImportError as e:
-        if "torchvision" not in sys.modules and importlib.util.find_spec("torchvision") is None:
-            raise ImportError(f"torchvision is not installed: {INSTALL}") from e
-    except RuntimeError:  # its C extension: drop the half-imported package
-        pass
-    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-        del sys.modules[name]
-    spec = importlib.util.find_spec("torchvision")
-    sys.modules["torchvision"] = importlib.util.module_from_spec(spec)  # __init__ not run
-    return importlib.import_module("torchvision.models")
 
 
 def build(name: str, seed: int = 0):

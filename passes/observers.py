@@ -10,8 +10,10 @@ Every range returned contains 0 (TFLite requirement: 0 must be exactly represent
 and has hi > lo. Fallbacks when the data does not determine a usable range:
 - a constant tensor c (min == max): the range is extended to include 0, giving (0, c)
   for c > 0 and (c, 0) for c < 0;
-- an all-zero tensor: (0.0, 1.0) (or (-1.0, 1.0) when symmetric); any positive scale
-  represents 0 exactly and a unit range keeps the scale a normal number;
+- an all-zero tensor, or one whose range is so narrow that its scale would not be a
+  normal float32 (|values| below ~1e-33: denormals): (0.0, 1.0) (or (-1.0, 1.0) when
+  symmetric); any positive scale represents 0 exactly and a unit range keeps the scale a
+  normal number;
 - a method whose range collapses to zero width on non-constant data (e.g. a percentile
   of a tensor that is almost all zeros) falls back to the min/max range.
 
@@ -245,9 +247,9 @@ class RangeObserver:
     def _finalise(self, lo: float, hi: float) -> tuple[float, float]:
         """Include 0, apply the fallbacks of the module docstring and symmetry."""
         lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-        if not hi > lo:
+        if not _usable_width(lo, hi):
             lo, hi = min(self._min, 0.0), max(self._max, 0.0)
-        if not hi > lo:
+        if not _usable_width(lo, hi):
             return (-1.0, 1.0) if self.symmetric else (0.0, 1.0)
         if self.symmetric:
             a = max(-lo, hi)
@@ -257,6 +259,12 @@ class RangeObserver:
     def __repr__(self) -> str:
         return (f"RangeObserver({self.method!r}, name={self.name!r}, count={self.count}, "
                 f"min={self._min}, max={self._max})")
+
+
+def _usable_width(lo: float, hi: float) -> bool:
+    """Whether [lo, hi] gives a normal float32 scale for every storage type (16-bit
+    included): zero width or denormal-sized ranges do not."""
+    return (hi - lo) / 65535 >= np.finfo(np.float32).tiny
 
 
 # ---- range selection on histograms ------------------------------------------------------

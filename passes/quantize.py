@@ -12,6 +12,14 @@ per-tensor would crush every other channel to a few levels.
 The QDQ module still computes in float (simulated quantization); lower-to-integer turns
 the patterns into integer ops. An op whose int32 accumulator could overflow with the
 actual weights (K · max|x − zp| · Σ|w|) is kept in float and reported in the notes.
+
+A bias whose int32 value (b / (s_in·s_w)) plus the accumulator's bound leaves int32 —
+a layer whose input range is tiny (a branch after BatchNorm folding, a near-dead channel)
+— does not stop the pipeline. With `bias-overflow=widen` (the default, what ONNX
+Runtime's quantizer does) the weight scale of exactly the channels that overflow is
+widened until they fit with a 1% margin (per-tensor weights: the whole tensor), their
+weights re-quantized, and the widening recorded in the weight's provenance (`qir
+explain`) and in a note; `bias-overflow=float` keeps the op in float instead, with a note.
 """
 
 from __future__ import annotations
@@ -101,7 +109,42 @@ def _accumulator_bound(xq: QuantType, wq_data: np.ndarray, op: Op) -> int:
     return int(max_x) * int(per_out)
 
 
-def _quantize_compute(fn: Function, op: Op, per_channel: bool, notes: list[str]) -> bool:
+def _channel_bounds(xq: QuantType, wq_data: np.ndarray, op: Op) -> np.ndarray:
+    """Largest |int32 accumulator| of each output channel (int64 array)."""
+    zp = xq.zero_point
+    max_x = max(xq.storage_max - zp, zp - xq.storage_min)
+    w = np.abs(wq_data.astype(np.int64))
+    return max_x * w.reshape(w.shape[0], -1).sum(axis=1)
+
+
+BIAS_MARGIN = 0.99  # a widened channel's bias and accumulator fill at most 99% of int32
+
+
+def _fit_bias(w: np.ndarray, wtype: QuantType, b: np.ndarray, xq: QuantType, op: Op
+              ) -> tuple[QuantType, np.ndarray, np.ndarray]:
+    """Widen the weight scales of the channels whose int32 bias plus accumulator bound
+    leaves int32 (all of them for per-tensor weights) by the least factor that fits;
+    returns (weight type, widening factor per channel, the quantized weights)."""
+    per_channel = wtype.axis is not None
+    scales = np.asarray(wtype.scales, np.float64)
+    factor = np.ones(b.shape[0])
+    for _ in range(8):  # rounding can leave a channel a hair over: widen again
+        s = scales * (factor if per_channel else factor.max())
+        trial = QuantType("i8", "f32", tuple(float(v) for v in s), (0,) * len(s), -127, 127,
+                          axis=wtype.axis)
+        wdata = quantize_array(w, trial)
+        s_w = s if per_channel else np.full(b.shape[0], s[0])
+        need = (np.abs(np.asarray(b, np.float64)) / (xq.scale * s_w)
+                + _channel_bounds(xq, wdata, op)) / (BIAS_MARGIN * INT32_MAX)
+        if np.all(need <= 1):
+            return trial, factor if per_channel else np.full_like(factor, factor.max()), wdata
+        factor = np.where(need > 1, factor * need * 1.001, factor)
+    raise QirError(f"{op.name} %{op.result.name} ({op.loc}): its bias does not fit int32 "
+                   "even after widening the weight scales")
+
+
+def _quantize_compute(fn: Function, op: Op, per_channel: bool, notes: list[str],
+                      bias_overflow: str = "widen") -> bool:
     """Give a conv/linear/matmul with dequantized activations quantized weights/bias."""
     xq = _dequantized_input(op.operands[0])
     if xq is None:
@@ -126,9 +169,28 @@ def _quantize_compute(fn: Function, op: Op, per_channel: bool, notes: list[str])
         notes.append(f"kept {op.name} %{op.result.name} ({op.loc}) in float: its int32 "
                      f"accumulator could reach {bound} with {xq.storage} inputs")
         return False
-    wname = param_name(op.operands[1]) or op.operands[1].name
     how = ("per-channel symmetric max|w|/127 (axis 0)" if wtype.axis is not None else
            "per-tensor symmetric max|w|/127")
+    if b_arr is not None:
+        s_w = np.asarray(wtype.scales, np.float64)
+        if len(s_w) == 1:
+            s_w = np.full(b_arr.shape[0], s_w[0])
+        bdata = quantize_bias(b_arr, xq.scale * s_w)
+        over = np.abs(bdata.astype(np.int64)) + _channel_bounds(xq, wdata, op) > INT32_MAX
+        if np.any(over):
+            where = f"{op.name} %{op.result.name} ({op.loc})"
+            if bias_overflow == "float":
+                notes.append(f"kept {where} in float: its bias leaves int32 with scale "
+                             f"s_in·s_w on {int(over.sum())} channel(s) (bias-overflow=float)")
+                return False
+            wtype, factor, wdata = _fit_bias(w, wtype, b_arr, xq, op)
+            widened = np.flatnonzero(factor > 1)
+            shown = ", ".join(map(str, widened[:8])) + (", ..." if len(widened) > 8 else "")
+            how += (f"; widened {factor.max():.3g}x at most on {len(widened)} channel(s) "
+                    f"[{shown}] so that the bias fits int32 with scale s_in·s_w")
+            notes.append(f"{where}: widened the weight scale of {len(widened)} channel(s) "
+                         f"(up to {factor.max():.3g}x) so that its bias fits int32")
+    wname = param_name(op.operands[1]) or op.operands[1].name
     wd = _quantized_param(fn, op, wdata, wtype, f"{wname}.q", op.loc, f"weight {how}")
     op.set_operand(1, wd)
     if b_arr is not None:
@@ -137,9 +199,6 @@ def _quantize_compute(fn: Function, op: Op, per_channel: bool, notes: list[str])
             s_w = np.full(b_arr.shape[0], s_w[0])
         bscales = xq.scale * s_w
         bdata = quantize_bias(b_arr, bscales)
-        if np.any(np.abs(bdata.astype(np.int64)) + bound > INT32_MAX):
-            raise QirError(f"bias of {op.name} %{op.result.name} ({op.loc}) overflows int32 "
-                           "with its scale; recalibrate with a wider input range")
         btype = QuantType("i32", "f32", tuple(float(s) for s in bscales),
                           (0,) * len(bscales), axis=0)
         bname = param_name(op.operands[2]) or op.operands[2].name
@@ -161,6 +220,9 @@ def quantize(
                         "what to do with tensors that have outlier channels"] = "int16",
     outlier_threshold: Annotated[float, "max-channel / median-channel ratio that counts "
                                  "as outliers"] = 16.0,
+    bias_overflow: Annotated[Literal["widen", "float"],
+                             "a bias that leaves int32 with scale s_in·s_w: widen those "
+                             "channels' weight scales, or keep the op float"] = "widen",
 ) -> bool:
     """Turn calibrated observers into quantize/dequantize pairs and quantize weights and
     biases (TFLite int8 defaults)."""
@@ -195,7 +257,8 @@ def quantize(
             changed = True
         for op in fn.walk():
             if op.name in COMPUTE:
-                changed |= _quantize_compute(fn, op, weights == "per-channel", ctx.notes)
+                changed |= _quantize_compute(fn, op, weights == "per-channel", ctx.notes,
+                                             bias_overflow)
     if changed:
         from passes.utils import eliminate_dead_code, prune_params
 
