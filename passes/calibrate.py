@@ -111,5 +111,9 @@ def calibrate(module: Module, ctx: PassContext, *,
         op.attrs["method"] = obs.method
         op.attrs["outlier_ratio"] = (None if obs.outlier_ratio is None
                                      else float(obs.outlier_ratio))
+        if obs.degenerate:
+            where = "" if op.loc.is_unknown() else f" ({op.loc})"
+            ctx.notes.append(f"observer '{op.attr('id')}'{where}: {obs.degenerate}; it gets "
+                             f"the range [{lo:g}, {hi:g}] (passes/observers.py)")
     ctx.notes.append(f"calibrated {len(observers)} observers on {len(batches)} batches")
     return True

@@ -114,6 +114,7 @@ class RangeObserver:
         self._hist_width = 0.0  # 0: degenerate range, nothing to bin
         self._second_count = 0
         self._cached: tuple[float, float] | None = None
+        self.degenerate: str | None = None  # why the range fell back to [0, 1], if it did
 
     # ---- first pass -------------------------------------------------------------------
 
@@ -250,6 +251,8 @@ class RangeObserver:
         if not _usable_width(lo, hi):
             lo, hi = min(self._min, 0.0), max(self._max, 0.0)
         if not _usable_width(lo, hi):
+            self.degenerate = (f"every calibration value was 0 or below {abs(hi - lo):.3g} "
+                               "in magnitude")
             return (-1.0, 1.0) if self.symmetric else (0.0, 1.0)
         if self.symmetric:
             a = max(-lo, hi)

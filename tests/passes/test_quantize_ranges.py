@@ -39,19 +39,18 @@ class TinyInput(nn.Module):
 
 
 class DeadBranch(nn.Module):
-    """One activation all zeros on the calibration data (relu of something negative),
-    another of denormal size; both feed integer ops."""
+    """Linear layers whose inputs are all zeros on the calibration data (relu of
+    something negative) and of denormal size, beside an ordinary one."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(1)
-        self.a = nn.Linear(6, 6)
-        self.b = nn.Linear(6, 3)
+        self.a, self.b, self.c = nn.Linear(6, 3), nn.Linear(6, 3), nn.Linear(6, 3)
 
     def forward(self, x):
         dead = torch.relu(-x.abs() - 1.0)  # always 0
         tiny = x * 1e-41  # float32 denormals
-        return self.b(self.a(x) + dead + tiny)
+        return self.a(dead) + self.b(tiny) + self.c(x)
 
 
 def compile_int8(model: nn.Module, example: torch.Tensor, pipeline: str = "int8"):
@@ -96,6 +95,8 @@ def test_bias_overflow_can_keep_the_op_float_instead():
 def test_zero_and_denormal_ranges_get_a_unit_range():
     module, ctx, quality = compile_int8(DeadBranch(), torch.randn(2, 6))
     assert quality > 30, quality
+    flagged = [n for n in ctx.notes if "every calibration value was 0" in n]
+    assert len(flagged) == 2, ctx.notes  # the dead branch and the denormal one, by name
     assert all(op.name != "qir.linear" for op in module.main.ops)  # both stayed integer
     for values in (np.zeros(16, np.float32), np.full(16, 1e-41, np.float32)):
         obs = RangeObserver("minmax")
