@@ -145,6 +145,72 @@ def _torch_outputs(out, keyed: dict) -> dict:
     return {k: t.numpy() for k, t in zip(keyed, flat)}
 
 
+def pack_suite(name: str, work: Path, models: Path, target: str) -> list[dict]:
+    """A model of the real-architecture suite (tests/real_models.py) at its test size:
+    int8 against the interpreter, and float against torch for the small ones."""
+    import torch
+
+    from tests.real_models import REAL_MODELS
+
+    model, inputs = REAL_MODELS[name].build()
+    pt2 = work / f"suite-{name}.pt2"
+    torch.export.save(torch.export.export(model, inputs), pt2)
+    gen = torch.Generator().manual_seed(2)
+
+    def like(t):
+        if t.dtype.is_floating_point:
+            return torch.randn(t.shape, generator=gen)
+        return torch.randint(0, 100, t.shape, generator=gen, dtype=t.dtype)
+
+    calib_t = [[like(t) for t in inputs] for _ in range(4)]
+    feeds_t = [[like(t) for t in inputs] for _ in range(2)]
+    infos = []
+    small = sum(p.numel() for p in model.parameters()) < 2_000_000
+    for scheme in ("int8", "float") if small else ("int8",):
+        out = work / f"suite-{name}-{scheme}"
+        from qir.io import load
+
+        if scheme == "int8":
+            calib = work / f"suite-{name}-calib.npz"
+            probe = load_export_args(pt2)
+            np.savez(calib, **{a: np.stack([c[i].numpy() for c in calib_t])
+                               for i, a in enumerate(probe)})
+            _qir("compile", str(pt2), "--int8", "--calib", str(calib), "--target", target,
+                 "-o", str(out))
+        else:
+            _qir("compile", str(pt2), "--target", target, "-o", str(out))
+        module = load(out / "model.qir")
+        feeds = [{a.name: t.numpy() for a, t in zip(module.main.args, ts)} for ts in feeds_t]
+        if scheme == "int8":
+            want, check = _interpret(out, feeds), "exact"
+        else:
+            with torch.no_grad():
+                want = [_torch_outputs(_first(model(*ts)), _interpret(out, [f])[0])
+                        for ts, f in zip(feeds_t, feeds)]
+            check = "float"
+        infos.append(_save(models / f"suite-{name}-{scheme}", out,
+                           {"model": name, "scheme": scheme, "batch": None, "check": check,
+                            "timed": False}, feeds, want))
+    return infos
+
+
+def load_export_args(pt2: Path) -> list[str]:
+    """The user input names of a torch.export archive (what --calib keys are)."""
+    from frontends import load_model_file_with_examples
+
+    module, _ = load_model_file_with_examples(str(pt2))
+    return [a.name for a in module.main.args]
+
+
+def _first(out):
+    """A model's first output tensor (Hugging Face models return dict-like outputs)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    return next(iter(out.values() if isinstance(out, dict) else out))
+
+
 def real_feed(u8: np.ndarray, batch: int) -> np.ndarray:
     """The float input of a batch from the distinct images `u8` [DISTINCT, 3, H, W]: one
     image for batch 1, the images repeated to fill a bigger batch."""
@@ -210,7 +276,7 @@ def size_of(path: Path) -> int:
 
 
 def pack(out: Path, zoo: list[str], real: list[str], target: str = "cuda",
-         wheels: bool = True) -> None:
+         wheels: bool = True, suite: tuple[str, ...] = ()) -> None:
     graph = target.startswith("cuda")
     if out.exists():
         shutil.rmtree(out)
@@ -224,6 +290,9 @@ def pack(out: Path, zoo: list[str], real: list[str], target: str = "cuda",
         for name in zoo:
             print(f"pack: {name}", flush=True)
             entries += pack_zoo(name, work, models, target)
+        for name in suite:
+            print(f"pack: {name} (real-architecture suite)", flush=True)
+            entries += pack_suite(name, work, models, target)
         for name in real:
             for batch in REAL_BATCHES:
                 print(f"pack: {name} batch {batch}", flush=True)
@@ -485,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("--zoo", nargs="*", default=None, help="zoo models (default: all)")
     pk.add_argument("--real", nargs="*", default=None,
                     help="torchvision models (default: resnet18 mobilenet_v2)")
+    pk.add_argument("--suite", nargs="*", default=[], help="models of the real-architecture "
+                    "suite (tests/real_models.py) at their test sizes; 'all' for every one "
+                    "that is not marked slow")
     pk.add_argument("--target", default="cuda", help="cuda (default), cuda:<arch>, or llvm "
                     "(to try the whole check on this machine's CPU)")
     pk.add_argument("--no-wheels", action="store_true",
@@ -498,9 +570,13 @@ def main(argv: list[str] | None = None) -> int:
         from bench.real_models import MODELS
         from tests.zoo import ZOO
 
+        from tests.real_models import REAL_MODELS
+
+        suite = ([n for n, m in REAL_MODELS.items() if not m.slow] if args.suite == ["all"]
+                 else args.suite)
         pack(Path(args.output), sorted(ZOO) if args.zoo is None else args.zoo,
              list(MODELS) if args.real is None else args.real, args.target,
-             not args.no_wheels)
+             not args.no_wheels, tuple(suite))
         return 0
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return run(Path(args.pack), Path(args.output) if args.output else None, args.repeat)

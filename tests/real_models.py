@@ -108,6 +108,8 @@ def _hf(kind: str):
     """A transformers model from a small config (2 layers, hidden 32): the encoder or the
     decoder stack without the cache (static shapes; `use_cache=False`)."""
     def make():
+        if importlib.util.find_spec("torchvision") is not None:
+            torchvision_models()  # transformers imports torchvision when it is installed
         import transformers as T
 
         small = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2,
