@@ -112,6 +112,8 @@ _SHAPE_ONLY_NAMES = {"zeros_like", "ones_like", "empty_like", "full_like", "new_
 
 def _shape_only(node: torch.fx.Node) -> bool:
     t = node.target
+    if t is torch.ops.aten.fill.Scalar:  # fill(x, 3.0): x's shape and dtype, the number
+        return True
     if isinstance(t, torch._ops.OpOverload):
         return t.overloadpacket.__name__ in _SHAPE_ONLY_NAMES
     name = t if isinstance(t, str) else getattr(t, "__name__", "")

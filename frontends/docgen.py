@@ -1,20 +1,21 @@
-"""`python -m frontends.docgen`: regenerate the supported-ops tables of docs/frontend.md
-(between the `<!-- BEGIN supported-ops -->` markers; a test fails when they are stale).
-`make docs` runs it with qir's own generator."""
+"""`python -m frontends.docgen`: regenerate the generated tables of docs/frontend.md (the
+supported ops and the Core ATen coverage, between their `<!-- BEGIN ... -->` markers;
+tests fail when they are stale). `make docs` runs it with qir's own generator."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from frontends import supported_ops_markdown
+from frontends import core_aten, supported_ops_markdown
 from qir.docgen import render
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "frontend.md"
 
 
 def main() -> int:
-    DOC.write_text(render(DOC.read_text(), {"supported-ops": supported_ops_markdown}))
+    DOC.write_text(render(DOC.read_text(), {"supported-ops": supported_ops_markdown,
+                                            "core-aten": core_aten.markdown}))
     return 0
 
 

@@ -112,6 +112,24 @@ _FLOAT_UNARY = {
     "qir.reciprocal": lambda op, x: 1 / x,
     "qir.sin": lambda op, x: np.sin(x),
     "qir.cos": lambda op, x: np.cos(x),
+    "qir.floor": lambda op, x: np.floor(x),
+    "qir.ceil": lambda op, x: np.ceil(x),
+    "qir.trunc": lambda op, x: np.trunc(x),
+    "qir.round": lambda op, x: np.rint(x),
+    "qir.sign": lambda op, x: np.sign(x),
+    "qir.tan": lambda op, x: np.tan(x),
+    "qir.asin": lambda op, x: np.arcsin(x),
+    "qir.acos": lambda op, x: np.arccos(x),
+    "qir.atan": lambda op, x: np.arctan(x),
+    "qir.sinh": lambda op, x: np.sinh(x),
+    "qir.cosh": lambda op, x: np.cosh(x),
+    "qir.asinh": lambda op, x: np.arcsinh(x),
+    "qir.acosh": lambda op, x: np.arccosh(x),
+    "qir.atanh": lambda op, x: np.arctanh(x),
+    "qir.expm1": lambda op, x: np.expm1(x),
+    "qir.log1p": lambda op, x: np.log1p(x),
+    "qir.log2": lambda op, x: np.log2(x),
+    "qir.log10": lambda op, x: np.log10(x),
 }
 
 
@@ -194,6 +212,7 @@ _BINARY = {
     "qir.eq": np.equal, "qir.ne": np.not_equal, "qir.lt": np.less, "qir.le": np.less_equal,
     "qir.gt": np.greater, "qir.ge": np.greater_equal,
     "qir.logical_and": np.logical_and, "qir.logical_or": np.logical_or,
+    "qir.atan2": np.arctan2, "qir.fmod": np.fmod, "qir.remainder": np.remainder,
 }
 
 

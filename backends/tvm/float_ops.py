@@ -103,6 +103,27 @@ _UNARY = {
     "qir.reciprocal": lambda op, bb, x: R.divide(scalar(1.0, x), x),
     "qir.sin": lambda op, bb, x: R.sin(x),
     "qir.cos": lambda op, bb, x: R.cos(x),
+    "qir.floor": lambda op, bb, x: R.floor(x),
+    "qir.ceil": lambda op, bb, x: R.ceil(x),
+    "qir.trunc": lambda op, bb, x: R.trunc(x),
+    "qir.round": lambda op, bb, x: R.round(x),  # ties to even (backends/tvm/exact.py)
+    "qir.sign": lambda op, bb, x: R.sign(x),
+    "qir.tan": lambda op, bb, x: R.tan(x),
+    "qir.asin": lambda op, bb, x: R.asin(x),
+    "qir.acos": lambda op, bb, x: R.acos(x),
+    "qir.atan": lambda op, bb, x: R.atan(x),
+    # sinh, cosh from exp: TVM's llvm codegen has no vector form of its own intrinsics
+    "qir.sinh": lambda op, bb, x: R.multiply(R.subtract(R.exp(x), R.exp(R.negative(x))),
+                                             scalar(0.5, x)),
+    "qir.cosh": lambda op, bb, x: R.multiply(R.add(R.exp(x), R.exp(R.negative(x))),
+                                             scalar(0.5, x)),
+    "qir.asinh": lambda op, bb, x: R.asinh(x),
+    "qir.acosh": lambda op, bb, x: R.acosh(x),
+    "qir.atanh": lambda op, bb, x: R.atanh(x),
+    "qir.expm1": lambda op, bb, x: R.subtract(R.exp(x), scalar(1.0, x)),
+    "qir.log1p": lambda op, bb, x: log1p(bb, x),
+    "qir.log2": lambda op, bb, x: R.multiply(R.log(x), scalar(1 / math.log(2), x)),
+    "qir.log10": lambda op, bb, x: R.multiply(R.log(x), scalar(1 / math.log(10), x)),
     "qir.neg": lambda op, bb, x: R.negative(x),
     "qir.abs": lambda op, bb, x: R.abs(x),
 }
@@ -194,8 +215,29 @@ _BINARY = {
     "qir.pow": R.power, "qir.maximum": R.maximum, "qir.minimum": R.minimum,
     "qir.eq": R.equal, "qir.ne": R.not_equal, "qir.lt": R.less, "qir.le": R.less_equal,
     "qir.gt": R.greater, "qir.ge": R.greater_equal, "qir.logical_and": R.logical_and,
-    "qir.logical_or": R.logical_or,
+    "qir.logical_or": R.logical_or, "qir.atan2": R.atan2, "qir.fmod": R.mod,
+    "qir.remainder": lambda a, b: remainder(a, b),
 }
+
+
+def remainder(a, b):
+    """numpy's remainder from the exact fmod (frem): r, plus b where r is non-zero and
+    its sign differs from b's."""
+    r = R.mod(a, b)
+    zero = scalar(0.0, a)
+    fix = R.logical_and(R.not_equal(r, zero),
+                        R.logical_xor(R.less(r, zero), R.less(b, zero)))
+    return R.where(fix, R.add(r, b), r)
+
+
+def log1p(bb, x):
+    """log(1 + x) accurate for small x: log(u) * x / (u - 1) with u = 1 + x (x itself
+    where u rounds to 1, and where x is +inf)."""
+    one, zero = scalar(1.0, x), scalar(0.0, x)
+    u = bb.emit(R.add(x, one))
+    d = bb.emit(R.subtract(u, one))
+    y = R.divide(R.multiply(R.log(u), x), d)
+    return R.where(R.logical_or(R.equal(d, zero), R.isinf(x)), R.where(R.equal(d, zero), x, R.log(u)), y)
 
 
 def _register_binary(name: str, fn) -> None:

@@ -137,18 +137,49 @@ def _require_bool(x: Any, what: str) -> None:
                               "bool tensors only")
 
 
-@converter(aten.bitwise_and.Tensor, aten.__and__.Tensor, operator.and_, operator.iand,
-           torch.bitwise_and, (M, "bitwise_and"), emits=("qir.logical_and",))
+@converter(aten.bitwise_and.Tensor, aten.bitwise_and.Scalar, aten.__and__.Tensor,
+           operator.and_, operator.iand, torch.bitwise_and, (M, "bitwise_and"),
+           emits=("qir.logical_and",))
 def bitwise_and(ctx: Context, x: Any, other: Any) -> Value:
     _require_bool(x, "bitwise and")
     return ctx.emit("qir.logical_and", [_to_bool(ctx, x), _to_bool(ctx, other)])
 
 
-@converter(aten.bitwise_or.Tensor, aten.__or__.Tensor, operator.or_, operator.ior,
-           torch.bitwise_or, (M, "bitwise_or"), emits=("qir.logical_or",))
+@converter(aten.bitwise_or.Tensor, aten.bitwise_or.Scalar, aten.__or__.Tensor, operator.or_,
+           operator.ior, torch.bitwise_or, (M, "bitwise_or"), emits=("qir.logical_or",))
 def bitwise_or(ctx: Context, x: Any, other: Any) -> Value:
     _require_bool(x, "bitwise or")
     return ctx.emit("qir.logical_or", [_to_bool(ctx, x), _to_bool(ctx, other)])
+
+
+@converter(aten.bitwise_xor.Tensor, aten.bitwise_xor.Scalar, aten.__xor__.Tensor, operator.xor,
+           torch.bitwise_xor, (M, "bitwise_xor"), emits=("qir.ne",))
+def bitwise_xor(ctx: Context, x: Any, other: Any) -> Value:
+    _require_bool(x, "bitwise xor")
+    return ctx.emit("qir.ne", [_to_bool(ctx, x), _to_bool(ctx, other)])
+
+
+@converter(aten.logical_xor.default, torch.logical_xor, (M, "logical_xor"), emits=("qir.ne",))
+def logical_xor(ctx: Context, x: Any, other: Any) -> Value:
+    return ctx.emit("qir.ne", [_to_bool(ctx, x), _to_bool(ctx, other)])
+
+
+@converter(aten.isnan.default, torch.isnan, (M, "isnan"), emits=("qir.ne",))
+def isnan(ctx: Context, x: Any) -> Value:
+    """x != x (integers are never NaN)."""
+    v = ctx.value(x)
+    if not is_float_elem(str(v.type.elem)):
+        return ctx.constant(np.zeros(v.type.shape, bool))
+    return ctx.emit("qir.ne", [v, v])
+
+
+@converter(aten.isinf.default, torch.isinf, (M, "isinf"), emits=("qir.abs", "qir.eq"))
+def isinf(ctx: Context, x: Any) -> Value:
+    v = ctx.value(x)
+    if not is_float_elem(str(v.type.elem)):
+        return ctx.constant(np.zeros(v.type.shape, bool))
+    return ctx.emit("qir.eq", [ctx.emit("qir.abs", [v]), ctx.value(float("inf"),
+                                                                   str(v.type.elem))])
 
 
 @converter(aten.bitwise_not.default, operator.invert, torch.bitwise_not, (M, "bitwise_not"),
@@ -168,11 +199,59 @@ def _float_unary(op: str):
     return lower
 
 
-for _name in ("exp", "log", "sqrt", "rsqrt", "erf", "reciprocal", "sin", "cos"):
+for _name in ("exp", "log", "sqrt", "rsqrt", "erf", "reciprocal", "sin", "cos", "tan", "asin",
+              "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "expm1", "log1p",
+              "log2", "log10"):
     _targets = [getattr(aten, _name).default, getattr(torch, _name), (M, _name)]
     if _name == "erf":
         _targets.append(torch.special.erf)
     converter(*_targets, emits=(f"qir.{_name}",))(_float_unary(f"qir.{_name}"))
+
+
+def _rounding(op: str):
+    def lower(ctx: Context, x: Any, out: None = None) -> Value:
+        v = ctx.value(x)
+        if not is_float_elem(str(v.type.elem)):
+            return v  # integers are whole already
+        return ctx.emit(op, [v])
+
+    return lower
+
+
+for _name in ("floor", "ceil", "trunc", "round"):
+    converter(getattr(aten, _name).default, getattr(torch, _name), (M, _name),
+              emits=(f"qir.{_name}",))(_rounding(f"qir.{_name}"))
+
+
+@converter(aten.sign.default, torch.sign, (M, "sign"), emits=("qir.sign",))
+def sign(ctx: Context, x: Any) -> Value:
+    """-1, 0, 1 (integers through float64, exact for |x| < 2^53)."""
+    v = ctx.value(x)
+    elem = str(v.type.elem)
+    if elem == "bool":
+        return v
+    if is_float_elem(elem):
+        return ctx.emit("qir.sign", [v])
+    return ctx.cast(ctx.emit("qir.sign", [ctx.cast(v, "f64")]), elem)
+
+
+def _float_binary(op: str):
+    def lower(ctx: Context, x: Any, other: Any, out: None = None) -> Value:
+        elem = promoted_elem(x, other)
+        if not is_float_elem(elem):
+            raise ConversionError(f"{op.split('.')[1]} of {elem} tensors: qir computes it "
+                                  "on floats only")
+        return ctx.emit(op, [ctx.value(x, elem), ctx.value(other, elem)])
+
+    return lower
+
+
+converter(aten.atan2.default, torch.atan2, (M, "atan2"), emits=("qir.atan2",))(
+    _float_binary("qir.atan2"))
+converter(aten.fmod.Tensor, aten.fmod.Scalar, torch.fmod, (M, "fmod"), emits=("qir.fmod",))(
+    _float_binary("qir.fmod"))
+converter(aten.remainder.Tensor, aten.remainder.Scalar, torch.remainder, operator.mod,
+          (M, "remainder"), emits=("qir.remainder",))(_float_binary("qir.remainder"))
 
 
 @converter(aten.neg.default, operator.neg, torch.neg, torch.negative, (M, "neg"),

@@ -319,9 +319,9 @@ def f_dropout(ctx: Context, input: Any, p: float = 0.5, training: bool = True,
 
 def lower_pad(ctx: Context, x: Any, pads: Any, mode: str = "constant",
               value: Any = None) -> Value:
-    """torch pads (last dim first: left, right, then the dim before...) to qir.pad."""
-    if mode != "constant":
-        raise ConversionError(f"padding mode {mode!r}: qir.pad pads with a constant only")
+    """torch pads (last dim first: left, right, then the dim before...): a constant to
+    qir.pad; reflect, replicate and circular to a gather per padded dim with constant
+    indices (data movement: a quantized tensor keeps its scale)."""
     v = ctx.value(x)
     pairs = int_list(pads, None, "pad")
     if len(pairs) % 2 or len(pairs) // 2 > v.type.rank:
@@ -331,11 +331,49 @@ def lower_pad(ctx: Context, x: Any, pads: Any, mode: str = "constant",
         begins[-1 - i], ends[-1 - i] = pairs[2 * i], pairs[2 * i + 1]
     if not any(begins + ends):
         return v
-    fill = 0.0 if value is None else float(scalar_value(value, "pad value"))
-    return ctx.emit("qir.pad", [v], {"pads": begins + ends, "value": fill})
+    if mode == "constant":
+        fill = 0.0 if value is None else float(scalar_value(value, "pad value"))
+        return ctx.emit("qir.pad", [v], {"pads": begins + ends, "value": fill})
+    for axis, (lo, hi) in enumerate(zip(begins, ends)):
+        if lo or hi:
+            index = pad_index(v.type.shape[axis], lo, hi, mode)
+            v = ctx.emit("qir.gather", [v, ctx.constant(index)], {"axis": axis})
+    return v
 
 
-@converter(aten.pad.default, F.pad, emits=("qir.pad",))
+def pad_index(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
+    """The source position of each of the n + lo + hi padded positions."""
+    p = np.arange(-lo, n + hi)
+    if mode == "reflect":
+        if max(lo, hi) >= n:
+            raise ConversionError(f"reflect padding of {max(lo, hi)} needs a dim longer "
+                                  f"than {n}")
+        return np.abs(n - 1 - np.abs(n - 1 - np.abs(p))).astype(np.int64)
+    if mode == "replicate":
+        return np.clip(p, 0, n - 1).astype(np.int64)
+    if mode == "circular":
+        return np.mod(p, n).astype(np.int64)
+    raise ConversionError(f"padding mode {mode!r} (constant, reflect, replicate, circular "
+                          "are supported)")
+
+
+def _mode_pad(mode: str):
+    def lower(ctx: Context, input: Any, padding: Any) -> Value:
+        return lower_pad(ctx, input, padding, mode)
+
+    return lower
+
+
+for _mode, _targets in {"reflect": (aten.reflection_pad1d.default,
+                                    aten.reflection_pad2d.default,
+                                    aten.reflection_pad3d.default),
+                        "replicate": (aten.replication_pad1d.default,
+                                      aten.replication_pad2d.default,
+                                      aten.replication_pad3d.default)}.items():
+    converter(*_targets, emits=("qir.gather",))(_mode_pad(_mode))
+
+
+@converter(aten.pad.default, F.pad, emits=("qir.pad", "qir.gather"))
 def f_pad(ctx: Context, input: Any, pad: Any, mode: str = "constant",
           value: Any = None) -> Value:
     return lower_pad(ctx, input, pad, mode, value)

@@ -333,3 +333,13 @@ def normalize(ctx: Context, input: Any, p: float = 2.0, dim: int = 1, eps: float
 
     norm = clamp(ctx, vector_norm(ctx, v, p, dim, True), min=float(eps))
     return binary(ctx, "qir.div", v, norm)
+
+
+@converter(aten.argmin.default, torch.argmin, (M, "argmin"), emits=("qir.neg", "qir.argmax"))
+def argmin(ctx: Context, input: Any, dim: int | None = None, keepdim: bool = False) -> Value:
+    """The argmax of -x (the first minimum, as torch); integers through float64, exact
+    for |x| < 2^53."""
+    v = ctx.value(input)
+    if not str(v.type.elem).startswith(("f", "bf")):
+        v = ctx.cast(v, "f64")
+    return argmax(ctx, ctx.emit("qir.neg", [v]), dim, keepdim)

@@ -337,3 +337,96 @@ def gather(ctx: Context, x: Any, dim: int, index: Any, sparse_grad: bool = False
         flat_index = ctx.emit("qir.add", [flat_index, ctx.constant(np.asarray(offset))])
     flat = reshape(ctx, v, (v.type.numel,))
     return ctx.emit("qir.gather", [flat, flat_index], {"axis": 0})
+
+
+@converter(aten.flip.default, torch.flip, (M, "flip"), emits=("qir.gather",))
+def flip(ctx: Context, x: Any, *dims: Any) -> Value:
+    """Reversed along each dim: a gather with constant reversed indices."""
+    v = ctx.value(x)
+    for d in int_list(varargs(dims), None, "dims"):
+        axis = norm_dim(d, v.type.rank)
+        index = np.arange(v.type.shape[axis] - 1, -1, -1, dtype=np.int64)
+        v = ctx.emit("qir.gather", [v, ctx.constant(index)], {"axis": axis})
+    return v
+
+
+@converter(aten.diagonal.default, torch.diagonal, (M, "diagonal"),
+           emits=("qir.permute", "qir.reshape", "qir.gather"))
+def diagonal(ctx: Context, x: Any, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Value:
+    """The diagonal of dims (dim1, dim2) as a new last dim: those two dims moved last
+    and flattened, then a gather of the diagonal's flat positions."""
+    v = ctx.value(x)
+    rank = v.type.rank
+    a, b = norm_dim(dim1, rank), norm_dim(dim2, rank)
+    rest = [d for d in range(rank) if d not in (a, b)]
+    v = permute_value(ctx, v, rest + [a, b])
+    n1, n2 = v.type.shape[-2], v.type.shape[-1]
+    rows = np.arange(n1)
+    rows = rows[(rows + offset >= 0) & (rows + offset < n2)]
+    v = reshape(ctx, v, v.type.shape[:-2] + (n1 * n2,))
+    return ctx.emit("qir.gather", [v, ctx.constant((rows * n2 + rows + offset)
+                                                   .astype(np.int64))],
+                    {"axis": v.type.rank - 1})
+
+
+def scatter_slices(ctx: Context, v: Value, src: Value, axis: int, positions: np.ndarray
+                   ) -> Value:
+    """v with the `positions` along axis replaced by src's entries, in order: both
+    concatenated, then one gather picking each output position's source."""
+    n = v.type.shape[axis]
+    index = np.arange(n, dtype=np.int64)
+    index[positions] = n + np.arange(len(positions))
+    both = ctx.emit("qir.concat", [v, src], {"axis": axis})
+    return ctx.emit("qir.gather", [both, ctx.constant(index)], {"axis": axis})
+
+
+@converter(aten.slice_scatter.default, torch.slice_scatter, (M, "slice_scatter"),
+           emits=("qir.concat", "qir.gather"))
+def slice_scatter(ctx: Context, x: Any, src: Any, dim: int = 0, start: Any = None,
+                  end: Any = None, step: int = 1) -> Value:
+    v = ctx.value(x)
+    axis = norm_dim(dim, v.type.rank)
+    positions = np.arange(v.type.shape[axis])[slice(start, end, step)]
+    s = ctx.value(src, str(v.type.elem))
+    if len(positions) != s.type.shape[axis]:
+        raise ConversionError(f"slice_scatter: {s.type.shape[axis]} values for "
+                              f"{len(positions)} positions")
+    return scatter_slices(ctx, v, s, axis, positions)
+
+
+@converter(aten.select_scatter.default, torch.select_scatter, (M, "select_scatter"),
+           emits=("qir.reshape", "qir.concat", "qir.gather"))
+def select_scatter(ctx: Context, x: Any, src: Any, dim: int, index: int) -> Value:
+    v = ctx.value(x)
+    axis = norm_dim(dim, v.type.rank)
+    s = ctx.value(src, str(v.type.elem))
+    s = reshape(ctx, s, s.type.shape[:axis] + (1,) + s.type.shape[axis:])
+    position = int(index) % v.type.shape[axis]
+    return scatter_slices(ctx, v, s, axis, np.array([position]))
+
+
+@converter(aten.copy.default, emits=("qir.broadcast_to", "qir.cast"))
+def copy(ctx: Context, x: Any, src: Any, non_blocking: bool = False) -> Value:
+    """The functional copy_: src broadcast to x's shape, in x's element type."""
+    v = ctx.value(x)
+    s = ctx.value(src, str(v.type.elem))
+    if s.type.shape != v.type.shape:
+        s = ctx.emit("qir.broadcast_to", [s], {"shape": list(v.type.shape)})
+    return s
+
+
+@converter(aten.as_strided.default, torch.as_strided, (M, "as_strided"),
+           emits=("qir.reshape", "qir.gather"))
+def as_strided(ctx: Context, x: Any, size: Any, stride: Any, storage_offset: Any = None
+               ) -> Value:
+    """A strided view of x's contiguous storage: a gather of the flat positions."""
+    v = ctx.value(x)
+    sizes, strides = int_list(size, None, "size"), int_list(stride, None, "stride")
+    grid = np.indices(sizes, dtype=np.int64) if sizes else np.zeros((0,), np.int64)
+    flat = (int(storage_offset or 0)
+            + sum(grid[d] * strides[d] for d in range(len(sizes))))
+    flat = np.asarray(flat, np.int64).reshape(sizes)
+    if flat.size and (flat.min() < 0 or flat.max() >= v.type.numel):
+        raise ConversionError(f"as_strided reads outside the tensor ({v.type.numel} values)")
+    return ctx.emit("qir.gather", [reshape(ctx, v, (v.type.numel,)), ctx.constant(flat)],
+                    {"axis": 0})

@@ -47,6 +47,20 @@ _float_unary("qir.erf", "the error function.")
 _float_unary("qir.reciprocal", "1 / x.")
 _float_unary("qir.sin", "sine.")
 _float_unary("qir.cos", "cosine.")
+# Core ATen's remaining unary math: exact functions (floor, ceil, trunc, round ties to even,
+# sign) and library ones (reproducible across backends only to float rounding).
+for _name, _doc in [("floor", "largest integer <= x."), ("ceil", "smallest integer >= x."),
+                    ("trunc", "x rounded toward zero."),
+                    ("round", "x rounded to the nearest integer, ties to even."),
+                    ("sign", "-1, 0 or 1 (0 for +-0, NaN for NaN)."),
+                    ("tan", "tangent."), ("asin", "arcsine."), ("acos", "arccosine."),
+                    ("atan", "arctangent."), ("sinh", "hyperbolic sine."),
+                    ("cosh", "hyperbolic cosine."), ("asinh", "inverse hyperbolic sine."),
+                    ("acosh", "inverse hyperbolic cosine."),
+                    ("atanh", "inverse hyperbolic tangent."), ("expm1", "e^x - 1."),
+                    ("log1p", "log(1 + x)."), ("log2", "base-2 logarithm."),
+                    ("log10", "base-10 logarithm.")]:
+    _float_unary(f"qir.{_name}", _doc)
 
 
 def _any_unary(name: str, doc: str) -> None:
@@ -83,6 +97,18 @@ for _name, _doc in [("sub", "a - b"), ("mul", "a * b"),
                     ("maximum", "max(a, b)"), ("minimum", "min(a, b)")]:
     define_op(f"qir.{_name}", ["lhs", "rhs"], infer=_infer_binary, verify=_verify_binary,
               doc=_doc + ", with numpy broadcasting.", category="any")
+
+
+def _verify_float_binary(op) -> None:
+    _verify_binary(op)
+    require_float(op, 0)
+
+
+for _name, _doc in [("atan2", "atan(a / b) in the quadrant of (b, a)"),
+                    ("fmod", "a - b * trunc(a / b) (C's fmod: the sign of a)"),
+                    ("remainder", "a - b * floor(a / b) (Python's %: the sign of b)")]:
+    define_op(f"qir.{_name}", ["lhs", "rhs"], infer=_infer_binary, verify=_verify_float_binary,
+              doc=_doc + ", floats, with numpy broadcasting.", category="float")
 
 
 def _infer_compare(op):

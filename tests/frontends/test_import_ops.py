@@ -139,6 +139,19 @@ seq = (lambda: (randn(2, 5, 8),))
 two = (lambda: (randn(2, 3, 4), randn(2, 3, 4, seed=1)))
 
 # name -> (model factory, example inputs factory)
+class Pads(nn.Module):
+    """Padding modes other than constant, functional and as modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.reflect = nn.ReflectionPad2d((1, 2, 0, 1))
+        self.replicate = nn.ReplicationPad2d(2)
+
+    def forward(self, x):
+        return (F.pad(x, (2, 1, 1, 3), mode="reflect"), F.pad(x, (2, 1, 0, 0), mode="replicate"),
+                F.pad(x, (1, 2, 2, 0), mode="circular"), self.reflect(x), self.replicate(x))
+
+
 class Masked:
     """Swin's way of building an attention mask: a new tensor from the input's shape,
     filled in place slice by slice (folds to a constant at import)."""
@@ -299,6 +312,31 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[], tuple]]] = {
     "normalize": (lambda: Fn(lambda x: (F.normalize(x, dim=-1), F.normalize(x, p=1, dim=1),
                                         torch.linalg.vector_norm(x, float("inf"), dim=-1),
                                         torch.linalg.vector_norm(x, 3.0, dim=(0, 2)))), seq),
+    # Core ATen's remaining unary math, logic and rounding
+    "unary_math": (lambda: Fn(lambda x: (
+        torch.tan(x), torch.atan(x), torch.sinh(x), torch.cosh(x), torch.asinh(x),
+        torch.expm1(x), torch.asin(x.clamp(-0.9, 0.9)), torch.acos(x.clamp(-0.9, 0.9)),
+        torch.atanh(x.clamp(-0.9, 0.9)), torch.log1p(x.abs()), torch.log2(x.abs() + 1),
+        torch.log10(x.abs() + 1), torch.acosh(x.abs() + 1))), seq),
+    "rounding": (lambda: Fn(lambda x: (torch.floor(x * 3), torch.ceil(x * 3),
+                                       torch.trunc(x * 3), torch.round(x * 2),
+                                       torch.sign(x), (x * 3).long().sign())), seq),
+    "float_binary": (lambda: Fn2(lambda x, y: (torch.atan2(x, y), torch.fmod(x * 5, y),
+                                               torch.remainder(x * 5, y), x % 0.7)), two),
+    "nan_inf_xor": (lambda: Fn2(lambda x, y: (
+        torch.isnan(x / (y - y)), torch.isinf(x / (y * 0)), torch.logical_xor(x > 0, y > 0),
+        (x > 0) ^ (y > 0), (x > 0).bitwise_xor(y < 0))), two),
+    "argmin": (lambda: Fn(lambda x: (torch.argmin(x, dim=1), x.argmin(-1, keepdim=True),
+                                     (x * 4).long().argmin(1))), seq),
+    # data movement: pads, flip, diagonal, scatters of slices, strided views
+    "pads_reflect_replicate": (lambda: Pads(), img),
+    "flip_diagonal": (lambda: Fn(lambda x: (
+        torch.flip(x, (1, 3)), x.flip(-1), torch.diagonal(x[0, 0]),
+        torch.diagonal(x, offset=1, dim1=2, dim2=3), x.diagonal(-2, 1, 3))), img),
+    "slice_and_select_scatter": (lambda: Fn2(lambda x, y: (
+        torch.slice_scatter(x, y[:, :, :2] * 2, dim=2, start=1, end=4, step=2),
+        torch.select_scatter(x, y[:, 1], 1, -1))), two),
+    "as_strided": (lambda: Fn(lambda x: torch.as_strided(x, (3, 4), (2, 5), 1)), seq),
     # structure
     "multi_io": (lambda: MultiOut(), two),
     "shape_attributes": (lambda: ShapeAttr(), lambda: (randn(2, 3, 4, 5),)),

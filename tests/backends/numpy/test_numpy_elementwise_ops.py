@@ -42,6 +42,17 @@ UNARY = {
     "qir.neg": (torch.neg, {}),
     "qir.abs": (torch.abs, {}),
     "qir.clamp": (lambda x: torch.clamp(x, -0.5, 1.5), {"min": -0.5, "max": 1.5}),
+    "qir.floor": (torch.floor, {}),
+    "qir.ceil": (torch.ceil, {}),
+    "qir.trunc": (torch.trunc, {}),
+    "qir.round": (torch.round, {}),  # ties to even, like torch
+    "qir.sign": (torch.sign, {}),
+    "qir.tan": (torch.tan, {}),
+    "qir.atan": (torch.atan, {}),
+    "qir.sinh": (torch.sinh, {}),
+    "qir.cosh": (torch.cosh, {}),
+    "qir.asinh": (torch.asinh, {}),
+    "qir.expm1": (torch.expm1, {}),
 }
 
 
@@ -55,10 +66,25 @@ def test_unary_against_torch(name):
 
 @pytest.mark.parametrize("name, fn", [("qir.log", torch.log), ("qir.sqrt", torch.sqrt),
                                       ("qir.rsqrt", torch.rsqrt),
-                                      ("qir.reciprocal", torch.reciprocal)])
+                                      ("qir.reciprocal", torch.reciprocal),
+                                      ("qir.log2", torch.log2), ("qir.log10", torch.log10),
+                                      ("qir.acosh", lambda t: torch.acosh(t + 1))])
 def test_unary_positive_domain(name, fn):
     x = np.abs(rand(3, 40, scale=5.0)) + 1e-3
+    close(run_op(name, x + (1 if name == "qir.acosh" else 0)), fn(T(x)))
+
+
+@pytest.mark.parametrize("name, fn", [("qir.asin", torch.asin), ("qir.acos", torch.acos),
+                                      ("qir.atanh", torch.atanh), ("qir.log1p", torch.log1p)])
+def test_unary_unit_domain(name, fn):
+    x = np.clip(rand(3, 40, scale=1.0), -0.99, 0.99).astype(np.float32)
+    x[0, :3] = [1e-9, -1e-9, 0.0]
     close(run_op(name, x), fn(T(x)))
+
+
+def test_rounding_ties_to_even_like_torch():
+    x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 1e20, -0.0], np.float32)
+    np.testing.assert_array_equal(run_op("qir.round", x), torch.round(T(x)).numpy())
 
 
 def test_log_of_zero_and_negative_like_torch():

@@ -12,16 +12,24 @@ from qir.types import TensorType
 
 UNARY = ["qir.relu", "qir.gelu", "qir.silu", "qir.sigmoid", "qir.tanh", "qir.hardswish",
          "qir.hardsigmoid", "qir.elu", "qir.leaky_relu", "qir.softmax", "qir.log_softmax",
-         "qir.exp", "qir.erf", "qir.sin", "qir.cos", "qir.neg", "qir.abs"]
-POSITIVE = ["qir.log", "qir.sqrt", "qir.rsqrt", "qir.reciprocal"]
+         "qir.exp", "qir.erf", "qir.sin", "qir.cos", "qir.neg", "qir.abs", "qir.floor",
+         "qir.ceil", "qir.trunc", "qir.round", "qir.sign", "qir.tan", "qir.atan", "qir.sinh",
+         "qir.cosh", "qir.asinh", "qir.expm1"]
+POSITIVE = ["qir.log", "qir.sqrt", "qir.rsqrt", "qir.reciprocal", "qir.log2", "qir.log10"]
+UNIT = ["qir.asin", "qir.acos", "qir.atanh", "qir.log1p"]  # domain (-1, 1)
 
 
 def test_unary_float_ops():
     x = rand(3, 5, 7, scale=3.0)
     x[0, 0, :3] = [-3.0, 3.0, 0.0]  # hardswish / hardsigmoid kinks
     pos = np.abs(rand(4, 6, seed=1, scale=4.0)) + 0.05
+    x[1, 0, :6] = [0.5, -0.5, 2.5, -2.5, 1e-8, -0.0]  # rounding ties, tiny, -0
     cases = [case(name, x) for name in UNARY]
     cases += [case(name, pos) for name in POSITIVE]
+    cases += [case(name, np.clip(x / 3.5, -0.99, 0.99)) for name in UNIT]
+    cases += [case("qir.acosh", pos + 1)]
+    cases += [case("qir.atan2", x, x[::-1].copy()), case("qir.fmod", x * 7, np.abs(x) + 0.5),
+              case("qir.remainder", x * 7, np.where(x > 0, 1.3, -0.7).astype(np.float32))]
     cases += [
         case("qir.gelu", x, attrs={"approximate": "tanh"}),
         case("qir.leaky_relu", x, attrs={"negative_slope": 0.2}),
