@@ -7,6 +7,12 @@ and likewise linear/matmul (int8 × int8 → int32, int32 bias), add → qadd, m
 Every requantize carries its integer multipliers and shifts, computed here once in
 double precision (m_c = s_x · s_w[c] / s_y); a fused activation clamp on the float op
 becomes the requantize's integer clamp. Backends never see a float scale.
+
+A bias quantized with an input scale that a later pass changed (propagate-scales, when a
+calibration method clipped the producer's range differently) is re-scaled to s_x · s_w
+(rounded to nearest even a second time; noted). Nothing stays float silently: a
+conv/linear/matmul between quantized values that cannot become integer is named in a
+note with the reason.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import numpy as np
 from qir.ir import Module, Op, Value
 from qir.types import QuantType, TensorType
 
-from passes.quant_math import quantize_multiplier
+from passes.manager import PassContext
+from passes.quant_math import quantize_bias, quantize_multiplier
 from passes.registry import register_pass
 from passes.rewrite import Rewriter, apply_patterns, pattern
 from passes.utils import single_user
@@ -62,34 +69,54 @@ def _quantize_user(op: Op) -> Op | None:
     return user
 
 
-def _lower_compute(op: Op, rw: Rewriter, rounding: str) -> bool:
-    qout = _quantize_user(op)
-    if qout is None:
-        return False
-    x = _dq_input(op.operands[0])
-    w = _dq_input(op.operands[1])
-    if x is None or w is None or x.type.quant.axis is not None:
-        return False
-    xq, wq = x.type.quant, w.type.quant
+INT32_MAX = 2**31 - 1
+
+
+def _blocker(op: Op) -> str | None:
+    """Why a compute op between QDQ pairs cannot become integer (None: it can)."""
+    if _quantize_user(op) is None:
+        return "its result is not quantized (read by a float op, or returned in float)"
+    x, w = _dq_input(op.operands[0]), _dq_input(op.operands[1])
+    if x is None or w is None:
+        return "an operand is not quantized to integers"
+    if x.type.quant.axis is not None:
+        return "its input is quantized per channel"
+    wq = w.type.quant
     if op.name != "qir.matmul" and any(z != 0 for z in wq.zero_points):
-        return False
+        return "its weights have non-zero zero points"
     if op.name == "qir.matmul" and wq.axis is not None:
+        return "its right operand is quantized per channel"
+    if len(op.operands) > 2:
+        b = _dq_input(op.operands[2])
+        if b is None or b.type.quant.storage != "i32":
+            return "its bias is not an int32 quantized constant"
+        if b.owner is None or b.owner.name != "qir.param":
+            return "its bias is computed, not a constant"
+    return None
+
+
+def _bias_scales(xq: QuantType, wq: QuantType, n: int) -> list[float]:
+    sw = wq.scales if len(wq.scales) == n else wq.scales * n
+    return [xq.scale * s for s in sw]
+
+
+def _lower_compute(op: Op, rw: Rewriter, rounding: str, notes: list[str]) -> bool:
+    if _blocker(op) is not None:
         return False
+    qout = _quantize_user(op)
+    x, w = _dq_input(op.operands[0]), _dq_input(op.operands[1])
+    xq, wq = x.type.quant, w.type.quant
     out_q: QuantType = qout.result.type.quant
     bias = None
     if len(op.operands) > 2:
         b = _dq_input(op.operands[2])
-        if b is None or b.type.quant.storage != "i32":
-            return False
-        n = len(b.type.quant.scales)
-        sw = wq.scales if len(wq.scales) == n else wq.scales * n
-        want = [xq.scale * s for s in sw]
+        want = _bias_scales(xq, wq, len(b.type.quant.scales))
+        name, prov = b.owner.attr("name"), b.owner.attr("prov")
         if not np.allclose(b.type.quant.scales, want, rtol=1e-12, atol=0):
-            return False  # bias scale must be s_x · s_w: quantize sets it so
-        if b.owner is None or b.owner.name != "qir.param":
-            return False
-        braw = rw.create_before(op, "qir.param", [], {"name": b.owner.attr("name"),
-                                                       "prov": b.owner.attr("prov")},
+            name, prov = _rescale_bias(op, b, want, xq, w, notes)
+            if name is None:
+                return False
+        braw = rw.create_before(op, "qir.param", [], {"name": name, "prov": prov},
                                 [TensorType(b.type.shape, "i32")], loc=b.owner.loc,
                                 names=[f"{b.name}_i32"])
         bias = braw.result
@@ -119,6 +146,32 @@ def _lower_compute(op: Op, rw: Rewriter, rounding: str) -> bool:
     rw.replace_op(qout, rq.results, keep_names=True)
     rw.erase_op(op)
     return True
+
+
+def _rescale_bias(op: Op, b: Value, want: list[float], xq: QuantType, w: Value,
+                  notes: list[str]) -> tuple[str | None, str]:
+    """The bias re-quantized to scales `want` (s_x · s_w) from its stored integers, as a
+    new parameter: (its name, its provenance), or (None, "") with a note when it leaves
+    int32 with the accumulator."""
+    fn = op.function
+    data = fn.module.params[b.owner.attr("name")]
+    real = data.astype(np.float64) * np.asarray(b.type.quant.scales, np.float64)
+    new = quantize_bias(real, np.asarray(want, np.float64))
+    zp = xq.zero_point
+    span = max(xq.storage_max - zp, zp - xq.storage_min)
+    wdata = fn.module.params.get(w.owner.attr("name")) if w.owner is not None else None
+    if wdata is not None and op.name != "qir.matmul":
+        bound = span * np.abs(wdata.astype(np.int64)).reshape(wdata.shape[0], -1).sum(axis=1)
+        if np.any(np.abs(new.astype(np.int64)) + bound > INT32_MAX):
+            notes.append(f"kept {op.name} %{op.result.name} ({op.loc}) in float: its input "
+                         "scale changed after its bias was quantized, and the re-scaled "
+                         "bias leaves int32")
+            return None, ""
+    name = fn.module.add_param(f"{b.owner.attr('name')}.rescaled", new)
+    notes.append(f"{op.name} %{op.result.name} ({op.loc}): re-scaled its int32 bias to the "
+                 "input scale a later pass chose (rounded twice)")
+    return name, (f"{b.owner.attr('prov') or 'bias'}; re-scaled to s_in·s_w after the "
+                  "input scale changed (propagate-scales)")
 
 
 def _lower_elementwise(op: Op, rw: Rewriter, rounding: str) -> bool:
@@ -156,17 +209,24 @@ def _lower_elementwise(op: Op, rw: Rewriter, rounding: str) -> bool:
 
 @register_pass("lower-to-integer")
 def lower_to_integer(
-    module: Module, *,
+    module: Module, ctx: PassContext, *,
     rounding: Annotated[Literal["single", "gemmlowp"], "requantize rounding mode "
                         "(docs/semantics.md)"] = "single",
 ) -> bool:
     """Turn QDQ patterns around conv/linear/matmul/add/mul into integer ops with
-    requantize."""
-    patterns = [pattern(n)(lambda op, rw: _lower_compute(op, rw, rounding))
+    requantize; note every compute op between quantized values left in float."""
+    patterns = [pattern(n)(lambda op, rw: _lower_compute(op, rw, rounding, ctx.notes))
                 for n in INT_COMPUTE]
     patterns += [pattern(n)(lambda op, rw: _lower_elementwise(op, rw, rounding))
                  for n in ("qir.add", "qir.mul")]
     changed = apply_patterns(module, patterns)
+    for fn in module.functions.values():
+        for op in fn.ops:
+            if op.name in INT_COMPUTE and _dq_input(op.operands[0]) is not None:
+                why = _blocker(op) or "its bias could not be re-scaled"
+                if not any(f"%{op.result.name} " in n for n in ctx.notes):
+                    ctx.notes.append(f"kept {op.name} %{op.result.name} ({op.loc}) in float: "
+                                     f"{why}")
     if changed:
         from passes.utils import eliminate_dead_code, prune_params
 
