@@ -218,9 +218,25 @@ def _rounding(op: str):
     return lower
 
 
-for _name in ("floor", "ceil", "trunc", "round"):
+for _name in ("floor", "ceil", "trunc"):
     converter(getattr(aten, _name).default, getattr(torch, _name), (M, _name),
               emits=(f"qir.{_name}",))(_rounding(f"qir.{_name}"))
+
+
+@converter(aten.round.default, aten.round.decimals, torch.round, (M, "round"),
+           emits=("qir.round", "qir.mul", "qir.div"))
+def round_(ctx: Context, x: Any, *, decimals: int = 0, out: None = None) -> Value:
+    """Ties to even; with decimals, round(x * 10^d) / 10^d as torch computes it."""
+    v = ctx.value(x)
+    elem = str(v.type.elem)
+    if not is_float_elem(elem):
+        return v
+    if not decimals:
+        return ctx.emit("qir.round", [v])
+    ten = ctx.value(float(10 ** abs(int(decimals))), elem)
+    if decimals > 0:
+        return ctx.emit("qir.div", [ctx.emit("qir.round", [ctx.emit("qir.mul", [v, ten])]), ten])
+    return ctx.emit("qir.mul", [ctx.emit("qir.round", [ctx.emit("qir.div", [v, ten])]), ten])
 
 
 @converter(aten.sign.default, torch.sign, (M, "sign"), emits=("qir.sign",))

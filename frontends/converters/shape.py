@@ -204,9 +204,9 @@ def index_value(ctx: Context, x: Any, items: list[Any]) -> Value:
     if any(elem_of(i) == "bool" for i in tensors):
         raise ConversionError("boolean mask indexing has a data-dependent shape; use "
                               "torch.where or masked_fill")
-    if len(tensors) > 1 or (tensors and any(isinstance(i, int) for i in items)):
-        raise ConversionError("indexing with several index tensors (or an index tensor and "
-                              "an integer) is not supported; qir.gather takes one axis")
+    if len(tensors) > 1 or (tensors and any(isinstance(i, int) and not isinstance(i, bool)
+                                            for i in items)):
+        return advanced_index(ctx, v, items)
     if items.count(Ellipsis) > 1:
         raise ConversionError("an index can have only one '...'")
     if Ellipsis in items:
@@ -230,6 +230,38 @@ def index_value(ctx: Context, x: Any, items: list[Any]) -> Value:
         else:
             raise ConversionError(f"unsupported index {i!r}")
     return v
+
+
+def advanced_index(ctx: Context, v: Value, items: list[Any]) -> Value:
+    """Indexing with several index tensors (and ints) on adjacent dims, the others full
+    slices: x[:, i, j] with i, j broadcast together. The indexed dims are merged and one
+    gather takes flat indices sum_d index_d * stride_d (numpy's rule: the broadcast index
+    shape replaces the indexed dims in place)."""
+    if Ellipsis in items or None in items:
+        raise ConversionError("indexing with several index tensors and '...' or None is "
+                              "not supported")
+    items = items + [slice(None)] * (v.type.rank - len(items))
+    picked = [d for d, i in enumerate(items) if not isinstance(i, slice)]
+    if any(items[d] != slice(None) for d in range(v.type.rank) if d not in picked) or \
+            picked != list(range(picked[0], picked[-1] + 1)):
+        raise ConversionError("indexing with several index tensors is supported on adjacent "
+                              "dims with full slices elsewhere")
+    shape = v.type.shape
+    first, last = picked[0], picked[-1]
+    flat = None
+    for d in picked:
+        stride = int(np.prod(shape[d + 1:last + 1]))
+        idx = ctx.value(items[d], "i64") if not isinstance(items[d], int) else \
+            ctx.value(int(items[d]), "i64")
+        # negative indices count from the end, as torch's
+        idx = ctx.emit("qir.where", [ctx.emit("qir.lt", [idx, ctx.value(0, "i64")]),
+                                     ctx.emit("qir.add", [idx, ctx.value(shape[d], "i64")]),
+                                     idx])
+        term = ctx.emit("qir.mul", [idx, ctx.value(stride, "i64")]) if stride != 1 else idx
+        flat = term if flat is None else ctx.emit("qir.add", [flat, term])
+    merged = reshape(ctx, v, shape[:first] + (int(np.prod(shape[first:last + 1])),)
+                     + shape[last + 1:])
+    return ctx.emit("qir.gather", [merged, flat], {"axis": first})
 
 
 @converter(operator.getitem, emits=("qir.slice", "qir.gather", "qir.reshape"))
@@ -259,7 +291,8 @@ def select(ctx: Context, x: Any, dim: int, index: int) -> Value:
     return take(ctx, v, norm_dim(dim, v.type.rank), index)
 
 
-@converter(aten.index.Tensor, emits=("qir.gather",))
+@converter(aten.index.Tensor, aten._unsafe_index.Tensor, emits=("qir.gather", "qir.mul",
+                                                                 "qir.add", "qir.where"))
 def index(ctx: Context, x: Any, indices: list[Any]) -> Value:
     return index_value(ctx, x, [slice(None) if i is None else i for i in indices])
 

@@ -337,6 +337,9 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[], tuple]]] = {
         torch.slice_scatter(x, y[:, :, :2] * 2, dim=2, start=1, end=4, step=2),
         torch.select_scatter(x, y[:, 1], 1, -1))), two),
     "as_strided": (lambda: Fn(lambda x: torch.as_strided(x, (3, 4), (2, 5), 1)), seq),
+    "advanced_index": (lambda: Fn2(lambda x, i: (x[:, i[0], i[1]], x[i[0], i[1]],
+                                                  x[i[0], -1], x[:, i[1] - 2, 1])),
+                       lambda: (randn(2, 3, 4), ints(2, 5, high=2))),
     # structure
     "multi_io": (lambda: MultiOut(), two),
     "shape_attributes": (lambda: ShapeAttr(), lambda: (randn(2, 3, 4, 5),)),
