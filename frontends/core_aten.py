@@ -35,8 +35,6 @@ GAPS: dict[str, str] = {
     "aten.index_put.default": "writes at computed indices: needs a scatter op",
     "aten.masked_scatter.default": "data-dependent: the values taken depend on the mask",
     "aten.nonzero.default": "data-dependent output shape: qir's shapes are static",
-    "aten.prod.default": "products: no qir.reduce_prod yet",
-    "aten.prod.dim_int": "products: no qir.reduce_prod yet",
     "aten.scatter.src": "no qir scatter op yet",
     "aten.scatter.value": "no qir scatter op yet",
     "aten.scatter_add.default": "no qir scatter op yet",

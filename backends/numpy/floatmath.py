@@ -42,10 +42,11 @@ def unary(formula, x: np.ndarray, fallback, **kwargs) -> np.ndarray:
         return np.asarray(formula(x, ARITH, **kwargs), dtype=np.float32)
 
 
-def seq_sum(x: np.ndarray, axes, keepdims: bool = False) -> np.ndarray:
+def seq_sum(x: np.ndarray, axes, keepdims: bool = False, op=np.add) -> np.ndarray:
     """The sum over `axes` (None: all) accumulated one element at a time, in row-major
     order over the reduced axes: what TVM's reduction loops compute. np.sum's pairwise
-    order is more accurate but no other backend follows it."""
+    order is more accurate but no other backend follows it. `op=np.multiply`: the
+    product, likewise."""
     axes = tuple(range(x.ndim)) if axes is None else tuple(a % x.ndim for a in axes)
     if not axes:
         return x.copy()
@@ -54,11 +55,11 @@ def seq_sum(x: np.ndarray, axes, keepdims: bool = False) -> np.ndarray:
     n = int(np.prod([x.shape[a] for a in axes]))
     flat = moved.reshape([x.shape[a] for a in kept] + [n])
     if n == 0:
-        total = np.zeros(flat.shape[:-1], dtype=x.dtype)
+        total = np.full(flat.shape[:-1], op.identity, dtype=x.dtype)
     elif x.dtype.kind == "f":
-        total = np.add.accumulate(flat, axis=-1, dtype=x.dtype)[..., -1]
-    else:  # integers: any order gives the same (wrapping) sum
-        total = np.sum(flat, axis=-1, dtype=x.dtype)
+        total = op.accumulate(flat, axis=-1, dtype=x.dtype)[..., -1]
+    else:  # integers: any order gives the same (wrapping) result
+        total = op.reduce(flat, axis=-1, dtype=x.dtype)
     if keepdims:
         total = np.expand_dims(total, axes)
     return np.asarray(total, dtype=x.dtype)

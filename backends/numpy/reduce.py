@@ -23,6 +23,8 @@ def _mean(x: np.ndarray, axis, keepdims: bool) -> np.ndarray:
 
 
 _REDUCERS = {"qir.reduce_mean": _mean, "qir.reduce_sum": seq_sum,
+             "qir.reduce_prod": lambda x, axis, keepdims: seq_sum(x, axis, keepdims,
+                                                                  np.multiply),
              "qir.reduce_max": lambda x, axis, keepdims: np.max(x, axis, keepdims=keepdims),
              "qir.reduce_min": lambda x, axis, keepdims: np.min(x, axis, keepdims=keepdims)}
 

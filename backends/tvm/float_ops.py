@@ -294,7 +294,7 @@ def _mean(x, axis, keepdims):
 
 
 _REDUCERS = {"qir.reduce_mean": _mean, "qir.reduce_sum": R.sum, "qir.reduce_max": R.max,
-             "qir.reduce_min": R.min}
+             "qir.reduce_min": R.min, "qir.reduce_prod": R.prod}
 
 
 def _register_reduce(name: str, fn) -> None:

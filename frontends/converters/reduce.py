@@ -155,8 +155,9 @@ def reduce(ctx: Context, op: str, x: Any, dim: Any, keepdim: bool,
     v = ctx.value(x)
     if dtype is not None:
         v = ctx.cast(v, qir_elem(dtype))
-    elif op == "qir.reduce_sum" and v.type.elem in ("bool", "i8", "u8", "i16", "i32"):
-        v = ctx.cast(v, "i64")  # torch sums integers in int64
+    elif op in ("qir.reduce_sum", "qir.reduce_prod") and \
+            v.type.elem in ("bool", "i8", "u8", "i16", "i32"):
+        v = ctx.cast(v, "i64")  # torch sums and multiplies integers in int64
     if op == "qir.reduce_mean":
         v = float_input(ctx, v)
     axes = dims_arg(dim, v.type.rank)
@@ -177,6 +178,14 @@ def mean(ctx: Context, input: Any, dim: Any = None, keepdim: bool = False,
 def sum_(ctx: Context, input: Any, dim: Any = None, keepdim: bool = False,
          dtype: torch.dtype | None = None, out: None = None) -> Value:
     return reduce(ctx, "qir.reduce_sum", input, dim, keepdim, dtype)
+
+
+@converter(aten.prod.default, aten.prod.dim_int, torch.prod, (M, "prod"),
+           emits=("qir.reduce_prod",))
+def prod(ctx: Context, input: Any, dim: Any = None, keepdim: bool = False,
+         dtype: torch.dtype | None = None) -> Value:
+    """The product over one dim (or all), multiplied in index order."""
+    return reduce(ctx, "qir.reduce_prod", input, dim, keepdim, dtype)
 
 
 @converter(aten.amax.default, torch.amax, (M, "amax"), emits=("qir.reduce_max",))

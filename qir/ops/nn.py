@@ -306,7 +306,7 @@ def _verify_reduce(op):
 
 
 for _name, _doc in [("reduce_mean", "mean"), ("reduce_sum", "sum"), ("reduce_max", "max"),
-                    ("reduce_min", "min")]:
+                    ("reduce_min", "min"), ("reduce_prod", "product")]:
     define_op(f"qir.{_name}", ["input"], _reduce_attrs,
               infer=lambda op: [TensorType(reduce_output_shape(op), t(op).elem)],
               verify=_verify_reduce, category="float" if _name == "reduce_mean" else "any",

@@ -26,7 +26,7 @@ OPS = ["abs", "acos", "acosh", "amax", "amin", "argmax", "argmin", "asin", "asin
        "neg", "nn.functional.embedding", "nn.functional.gelu", "nn.functional.hardswish",
        "nn.functional.interpolate", "nn.functional.layer_norm", "nn.functional.leaky_relu",
        "nn.functional.normalize", "nn.functional.pad", "nn.functional.relu",
-       "nn.functional.silu", "permute", "pow", "reciprocal", "remainder", "repeat",
+       "nn.functional.silu", "permute", "pow", "prod", "reciprocal", "remainder", "repeat",
        "reshape", "roll", "round", "rsqrt", "sigmoid", "sign", "sin", "sinh", "softmax",
        "split", "sqrt", "squeeze", "sum", "tan", "tanh", "transpose", "tril",
        "triu", "trunc", "unbind", "unsqueeze", "where"]

@@ -133,11 +133,13 @@ def test_reductions_argmax_cumsum():
     i8 = randint(-128, 127, 6, 7, seed=1)
     ties = np.array([[1.0, 3.0, 3.0, 2.0], [5.0, 5.0, 1.0, 5.0]], np.float32)
     cases = []
-    for name in ("qir.reduce_mean", "qir.reduce_sum", "qir.reduce_max", "qir.reduce_min"):
+    for name in ("qir.reduce_mean", "qir.reduce_sum", "qir.reduce_max", "qir.reduce_min",
+                 "qir.reduce_prod"):
         cases += [case(name, x, attrs={"axes": [1]}),
                   case(name, x, attrs={"axes": [0, -1], "keepdims": True}),
                   case(name, x)]
     cases += [case("qir.reduce_sum", i8, attrs={"axes": [1]}),  # wraps in int8
+              case("qir.reduce_prod", i8[:, :3].astype(np.int64), attrs={"axes": [1]}),
               case("qir.reduce_max", i8, attrs={"axes": [0]}),
               case("qir.argmax", x, attrs={"axis": 2}),
               case("qir.argmax", ties, attrs={"axis": 1, "keepdims": True}),
