@@ -222,7 +222,8 @@ def test_logical_and_where():
     ("qir.reduce_max", lambda t, d, k: torch.amax(t, d, keepdim=k)),
     ("qir.reduce_min", lambda t, d, k: torch.amin(t, d, keepdim=k)),
     ("qir.reduce_prod", lambda t, d, k: torch.from_numpy(  # torch.prod takes one dim
-        np.prod(t.numpy().astype(np.float64), axis=tuple(d), keepdims=k).astype(np.float32))),
+        np.asarray(np.prod(t.numpy().astype(np.float64), axis=tuple(d), keepdims=k),
+                   np.float32))),
 ])
 @pytest.mark.parametrize("axes, keep", [([1], False), ([0, -1], True), ([], False)])
 def test_reductions(name, fn, axes, keep):
