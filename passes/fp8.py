@@ -58,7 +58,7 @@ def _is_fp8_dq(v: Value) -> bool:
 
 
 def _quantize_weight(fn: Function, op: Op, storage: str, per_channel: bool) -> bool:
-    from backends.numpy.common import quantize_values
+    from qir.quant import quantize_values
 
     w = constant_array(op.operands[1])
     if w is None or w.dtype.kind != "f":

@@ -339,3 +339,16 @@ def sanitize_name(name: str) -> str:
     """Map an arbitrary string (fx node name, torch target) to a legal value name."""
     name = re.sub(r"[^A-Za-z0-9_.$\-]", "_", name)
     return name or "v"
+
+
+def describe_op(op: Op) -> str:
+    """`qir.conv2d %c (model.qir:5:3, loc conv1)`: an op as error messages name it."""
+    results = ", ".join(f"%{r.name}" for r in op.results)
+    where = []
+    module = op.function.module if op.function is not None else None
+    if op.source_pos is not None and module is not None and module.source_file:
+        where.append(f"{module.source_file}:{op.source_pos[0]}:{op.source_pos[1]}")
+    if not op.loc.is_unknown():
+        where.append(f"loc {op.loc}")
+    text = op.name + (f" {results}" if results else "")
+    return text + (f" ({', '.join(where)})" if where else "")

@@ -1,12 +1,11 @@
-"""Helpers shared by the numpy implementations: dtype handling for half-precision floats
-and broadcastable quantization parameters."""
+"""Helpers shared by the numpy implementations: dtype handling for half-precision floats;
+the quantization parameters and rule come from qir/quant.py."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from qir.ir import Op
-from qir.types import QuantType, TensorType
 
 F32 = np.dtype(np.float32)
 
@@ -40,40 +39,6 @@ def fused_clamp(op: Op, y: np.ndarray) -> np.ndarray:
     if lo is None and hi is None:
         return y
     return np.clip(y, lo if lo is not None else -np.inf, hi if hi is not None else np.inf)
-
-
-def quant_params(q: QuantType, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(scale as float32, zero point as int64), shaped to broadcast against a tensor of
-    `shape`: scalars per-tensor, size-1 dims except `axis` per-axis, and the full shape
-    per-group (each group's scale repeated over its `block_size` elements)."""
-    scales = np.asarray(q.scales, dtype=np.float64).astype(np.float32)
-    zps = np.asarray(q.zero_points, dtype=np.int64)
-    if q.axis is None:
-        return scales.reshape(()), zps.reshape(())
-    if q.block_size is None:
-        bshape = [1] * len(shape)
-        bshape[q.axis] = shape[q.axis]
-        return scales.reshape(bshape), zps.reshape(bshape)
-    grid = q.group_shape(shape)
-    scales = np.repeat(scales.reshape(grid), q.block_size, axis=q.axis)
-    zps = np.repeat(zps.reshape(grid), q.block_size, axis=q.axis)
-    return scales, zps
-
-
-def quantize_values(x: np.ndarray, ty: TensorType) -> np.ndarray:
-    """Quantize real values `x` (broadcastable to `ty.shape`) to `ty`'s storage: the
-    qir.quantize rule, documented in backends/numpy/quant.py."""
-    q = ty.quant
-    scale, zp = quant_params(q, ty.shape)
-    x32 = np.asarray(x).astype(np.float32, copy=False)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if q.is_fp8:
-            limit = np.float32(q.qmax)
-            return np.clip(x32 / scale, -limit, limit).astype(ty.dtype)
-        # rint in f32 (the specified division); the zero point is added and the result
-        # clipped in f64, where every i32 storage bound is exact.
-        r = np.rint(x32 / scale).astype(np.float64)
-        return np.clip(r + zp, q.storage_min, q.storage_max).astype(ty.dtype)
 
 
 def storage_as_float(x: np.ndarray) -> np.ndarray:

@@ -13,11 +13,11 @@ import math
 
 import numpy as np
 
-from backends.numpy.common import (fused_clamp, quant_params, quantize_values, result,
-                                   storage_as_float, upcast)
+from backends.numpy.common import fused_clamp, result, storage_as_float, upcast
 from backends.numpy.floatmath import seq_sum, unary
 from backends.numpy.registry import InterpreterError, numpy_impl
 from qir import floatmath
+from qir.quant import quant_params, quantize_values
 
 # --- erf in float64 (float64 tensors; float32 uses qir/floatmath.py) -------------------------
 # Cephes' ndtr.c (S. L. Moshier) rational approximations, the coefficients floatmath uses,

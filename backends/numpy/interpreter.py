@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from backends.numpy.registry import InterpreterError, describe_op, get_impl
+from backends.numpy.registry import InterpreterError, get_impl
+from qir.ir import describe_op
 from qir import QirError
 from qir.ir import Function, Module, Op, Value
 from qir.types import TensorType

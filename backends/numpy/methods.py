@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.numpy.common import quant_params
 from backends.numpy.registry import InterpreterError, numpy_impl
+from qir.quant import quant_params
 
 F32 = np.float32
 

@@ -56,9 +56,10 @@ import math
 
 import numpy as np
 
-from backends.numpy.common import quant_params, quantize_values, result
+from backends.numpy.common import result
 from backends.numpy.conv import conv_nd, linear_nd
 from backends.numpy.registry import InterpreterError, numpy_impl
+from qir.quant import quant_params, quantize_values
 from qir.types import TensorType
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1

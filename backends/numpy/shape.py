@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.numpy.common import quantize_values, result
+from backends.numpy.common import result
 from backends.numpy.registry import InterpreterError, numpy_impl
+from qir.quant import quantize_values
 
 
 @numpy_impl("qir.reshape")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from backends.numpy.common import quant_params
+from qir.quant import quant_params
 from qir.ir import Op
 from qir.types import QuantType, TensorType, numpy_dtype
 

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from backends.numpy.common import quant_params, quantize_values
+from qir.quant import quant_params, quantize_values
 from backends.tvm.common import (R, cast, clip, const, dtype_of, fused_clamp, is_float, scalar,
                                  shape_of, to_float32, tvm_dtype)
 from backends.tvm.floatmath import unary

@@ -18,7 +18,7 @@ import tvm
 from tvm import relax
 
 import qir
-from backends.numpy.registry import describe_op
+from qir.ir import describe_op
 from backends.tvm import epilogue_fusion
 from backends.tvm.common import (FP8, LOW_FLOATS, R, dtype_of, is_float, shape_of, to_float32,
                                  tvm_dtype)

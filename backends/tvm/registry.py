@@ -77,7 +77,7 @@ def get_lowering(op_name: str) -> Lowering | None:
 
 def unsupported(op: Op, why: str) -> LoweringError:
     """The error a lowering raises for a construct it cannot express (names the op)."""
-    from backends.numpy.registry import describe_op
+    from qir.ir import describe_op
 
     return LoweringError(f"{describe_op(op)}: {why}")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from backends.numpy.common import quantize_values
+from qir.quant import quantize_values
 from backends.tvm.common import R, const, dtype_of, shape_of, to_float32, tuple_items, tvm_dtype
 from backends.tvm.registry import relax_lowering, unsupported
 

@@ -1,8 +1,9 @@
-"""`qir bench OUTDIR [--inputs IN.npz] [--repeat N] [--warmup N] [--json]`: time in-process
-execution of a compiled model; prints median/min/max ms (with --json the last line is a
+"""`qir bench OUTDIR [--inputs IN.npz] [--repeat N] [--warmup N] [--json] [--profile]`:
+time in-process execution of a compiled model; prints median/min/max ms (with --json the last line is a
 JSON object with at least `median_ms`). A compiled library is timed with its inputs and
 outputs on its device (on a GPU, each call synchronised; no host transfers); --backend
-numpy times the interpreter."""
+numpy times the interpreter. `--profile` then prints where the time goes, kernel by kernel
+(Compiled.profile), with the VM's overhead as its own row (and in the JSON)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--backend", choices=("numpy", "llvm", "cuda"), default=None)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--profile", action="store_true", help="then time each kernel the model "
+                   "calls (the device synchronised around each) and print where the time "
+                   "goes, with the VM's own overhead as a row")
     p.set_defaults(func=run)
 
 
@@ -42,6 +46,35 @@ def _inputs(spec, path: str | None) -> dict[str, np.ndarray]:
     return out
 
 
+def profile_table(rows: list[tuple[str, int, float]], run_ms: float) -> list[dict]:
+    """Print the per-kernel table (kernels, then the VM's builtins together, then what the
+    unprofiled run does not spend in kernels: launches and the VM's bookkeeping) and
+    return it as records."""
+    builtins = [(n, c, ms) for n, c, ms in rows if n.startswith("vm.builtin.")]
+    # what timing one call costs by itself: the cheapest builtin's time per call
+    floor = min((ms / c for _, c, ms in builtins if c), default=0.0)
+    kernels = [(n, c, max(ms - c * floor, 0.0)) for n, c, ms in rows
+               if not n.startswith("vm.builtin.")]
+    builtin = sum(ms for _, _, ms in builtins)
+    in_kernels = sum(ms for _, _, ms in kernels)
+    records = [{"kernel": n, "calls": c, "total_us": ms * 1e3, "mean_us": ms * 1e3 / max(c, 1),
+                "percent": 100 * ms / run_ms if run_ms else 0.0} for n, c, ms in kernels]
+    overhead = max(run_ms - in_kernels, 0.0)
+    records.append({"kernel": "(VM and launch overhead: the run's median minus the kernels)",
+                    "calls": sum(c for n, c, _ in rows if n.startswith("vm.builtin.")),
+                    "total_us": overhead * 1e3, "mean_us": None,
+                    "percent": 100 * overhead / run_ms if run_ms else 0.0})
+    print(f"{'kernel':<60} {'calls':>5} {'total us':>10} {'mean us':>9} {'% run':>6}")
+    for r in records:
+        mean = f"{r['mean_us']:9.1f}" if r["mean_us"] is not None else f"{'':>9}"
+        print(f"{r['kernel'][:60]:<60} {r['calls']:>5} {r['total_us']:10.1f} {mean} "
+              f"{r['percent']:6.1f}")
+    print(f"(each kernel timed alone, the device synchronised around it, less "
+          f"{floor * 1e3:.1f} us a call that timing itself costs; the VM's builtins took "
+          f"{builtin * 1e3:.1f} us of such calls)")
+    return records
+
+
 def run(args) -> int:
     from qir.cli.artifact import read_manifest, runner
 
@@ -51,7 +84,9 @@ def run(args) -> int:
     spec, execute = runner(args.outdir, args.backend)
     inputs = _inputs(spec, args.inputs)
     timer = getattr(execute, "__self__", None)  # a compiled library: time it on its device
-    if timer is not None and hasattr(timer, "time_ms"):
+    if timer is not None and not hasattr(timer, "time_ms"):
+        timer = None
+    if timer is not None:
         times = timer.time_ms(inputs, repeat=args.repeat, warmup=args.warmup)
     else:
         for _ in range(args.warmup):
@@ -67,6 +102,12 @@ def run(args) -> int:
     print(f"{args.outdir} [{result['backend']}]: median {result['median_ms']:.3f} ms, "
           f"min {result['min_ms']:.3f} ms, max {result['max_ms']:.3f} ms "
           f"({args.repeat} runs, {args.warmup} warm-up)")
+    if args.profile:
+        if timer is None or not hasattr(timer, "profile"):
+            raise QirError("--profile times the kernels of a compiled library: not for "
+                           "--backend numpy")
+        result["profile"] = profile_table(timer.profile(inputs, repeat=min(args.repeat, 20)),
+                                          result["median_ms"])
     if args.json:
         print(json.dumps(result))
     return 0

@@ -55,9 +55,14 @@ def test_qir_run_and_bench_with_tvm_runtime_alone(runtime, tmp_path):
     assert list(g) == list(w)
     for key in w:
         np.testing.assert_array_equal(g[key], w[key])
-    bench = python(["-m", "qir", "bench", str(out), "--repeat", "5", "--json"], [runtime])
+    bench = python(["-m", "qir", "bench", str(out), "--repeat", "5", "--json", "--profile"],
+                   [runtime])
     assert bench.returncode == 0, bench.stderr
-    assert json.loads(bench.stdout.strip().splitlines()[-1])["median_ms"] > 0
+    report = json.loads(bench.stdout.strip().splitlines()[-1])
+    assert report["median_ms"] > 0
+    rows = [r["kernel"] for r in report["profile"]]  # --profile: kernels, then the VM's row
+    assert any(r.startswith("qir_") for r in rows) and rows[-1].startswith("(VM and launch")
+    assert "total us" in bench.stdout
 
 
 def test_gpu_check_packs_and_runs_on_this_cpu(tmp_path):
