@@ -84,14 +84,30 @@ def _save(entry_dir: Path, outdir: Path, info: dict, feeds: list[dict], want: li
 def _interpret(outdir: Path, feeds: list[dict]) -> list[dict]:
     from qir.cli.artifact import runner
 
-    _, execute = runner(str(outdir), "numpy")
+    execute = runner(str(outdir), "numpy").run
     return [execute(f) for f in feeds]
 
 
-def pack_zoo(name: str, work: Path, models: Path, target: str) -> list[dict]:
+def references(out: Path, scheme: str, feeds_t: list, build_model) -> tuple:
+    """(module, feeds, expected outputs, check) of a compiled OUTDIR on the inputs
+    `feeds_t` (tensors in argument order): the interpreter's outputs for int8 (to be met
+    bit for bit), torch's first outputs for float (within FLOAT_RTOL)."""
     import torch
 
     from qir.io import load
+
+    module = load(out / "model.qir")
+    feeds = [{a.name: t.numpy() for a, t in zip(module.main.args, ts)} for ts in feeds_t]
+    if scheme == "int8":
+        return module, feeds, _interpret(out, feeds), "exact"
+    model = build_model()
+    with torch.no_grad():
+        want = [_torch_outputs(model(*ts), _interpret(out, [f])[0])
+                for ts, f in zip(feeds_t, feeds)]
+    return module, feeds, want, "float"
+
+
+def pack_zoo(name: str, work: Path, models: Path, target: str) -> list[dict]:
     from tests.backends.tvm.tvm_helpers import with_probes
     from tests.debug.export_zoo import export
     from tests.zoo import ZOO
@@ -105,16 +121,7 @@ def pack_zoo(name: str, work: Path, models: Path, target: str) -> list[dict]:
         out = work / f"{name}-{scheme}"
         _qir("compile", str(pt2), *(["--int8"] if scheme == "int8" else []), "--calib",
              str(data), "--target", target, "-o", str(out))
-        module = load(out / "model.qir")
-        feeds = [{a.name: t.numpy() for a, t in zip(module.main.args, ts)} for ts in feeds_t]
-        if scheme == "float":
-            model = entry.build()
-            with torch.no_grad():
-                want = [_torch_outputs(model(*ts), _interpret(out, [f])[0])
-                        for ts, f in zip(feeds_t, feeds)]
-            check = "float"
-        else:
-            want, check = _interpret(out, feeds), "exact"
+        module, feeds, want, check = references(out, scheme, feeds_t, entry.build)
         infos.append(_save(models / f"{name}-{scheme}", out,
                            {"model": name, "scheme": scheme, "batch": None, "check": check,
                             "timed": True}, feeds, want))
@@ -138,10 +145,14 @@ def pack_zoo(name: str, work: Path, models: Path, target: str) -> list[dict]:
 
 
 def _torch_outputs(out, keyed: dict) -> dict:
-    """torch's outputs keyed like the interpreter's (same order)."""
+    """torch's outputs (a tensor, a tuple, or a dict-like Hugging Face output) keyed like
+    the interpreter's, in the same order."""
     import torch
 
-    flat = [out] if isinstance(out, torch.Tensor) else list(out)
+    if isinstance(out, torch.Tensor):
+        flat = [out]
+    else:
+        flat = list(out.values() if isinstance(out, dict) else out)
     return {k: t.numpy() for k, t in zip(keyed, flat)}
 
 
@@ -150,44 +161,27 @@ def pack_suite(name: str, work: Path, models: Path, target: str) -> list[dict]:
     int8 against the interpreter, and float against torch for the small ones."""
     import torch
 
-    from tests.real_models import REAL_MODELS
+    from tests.real_models import REAL_MODELS, random_like
 
     model, inputs = REAL_MODELS[name].build()
     pt2 = work / f"suite-{name}.pt2"
     torch.export.save(torch.export.export(model, inputs), pt2)
     gen = torch.Generator().manual_seed(2)
-
-    def like(t):
-        if t.dtype.is_floating_point:
-            return torch.randn(t.shape, generator=gen)
-        return torch.randint(0, 100, t.shape, generator=gen, dtype=t.dtype)
-
-    calib_t = [[like(t) for t in inputs] for _ in range(4)]
-    feeds_t = [[like(t) for t in inputs] for _ in range(2)]
+    calib_t = [[random_like(t, gen) for t in inputs] for _ in range(4)]
+    feeds_t = [[random_like(t, gen) for t in inputs] for _ in range(2)]
     infos = []
     small = sum(p.numel() for p in model.parameters()) < 2_000_000
     for scheme in ("int8", "float") if small else ("int8",):
         out = work / f"suite-{name}-{scheme}"
-        from qir.io import load
-
         if scheme == "int8":
             calib = work / f"suite-{name}-calib.npz"
-            probe = load_export_args(pt2)
             np.savez(calib, **{a: np.stack([c[i].numpy() for c in calib_t])
-                               for i, a in enumerate(probe)})
+                               for i, a in enumerate(load_export_args(pt2))})
             _qir("compile", str(pt2), "--int8", "--calib", str(calib), "--target", target,
                  "-o", str(out))
         else:
             _qir("compile", str(pt2), "--target", target, "-o", str(out))
-        module = load(out / "model.qir")
-        feeds = [{a.name: t.numpy() for a, t in zip(module.main.args, ts)} for ts in feeds_t]
-        if scheme == "int8":
-            want, check = _interpret(out, feeds), "exact"
-        else:
-            with torch.no_grad():
-                want = [_torch_outputs(_first(model(*ts)), _interpret(out, [f])[0])
-                        for ts, f in zip(feeds_t, feeds)]
-            check = "float"
+        _, feeds, want, check = references(out, scheme, feeds_t, lambda: model)
         infos.append(_save(models / f"suite-{name}-{scheme}", out,
                            {"model": name, "scheme": scheme, "batch": None, "check": check,
                             "timed": False}, feeds, want))
@@ -200,15 +194,6 @@ def load_export_args(pt2: Path) -> list[str]:
 
     module, _ = load_model_file_with_examples(str(pt2))
     return [a.name for a in module.main.args]
-
-
-def _first(out):
-    """A model's first output tensor (Hugging Face models return dict-like outputs)."""
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return out
-    return next(iter(out.values() if isinstance(out, dict) else out))
 
 
 def real_feed(u8: np.ndarray, batch: int) -> np.ndarray:

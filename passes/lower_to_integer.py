@@ -25,7 +25,7 @@ from qir.ir import Module, Op, Value
 from qir.types import QuantType, TensorType
 
 from passes.manager import PassContext
-from passes.quant_math import quantize_bias, quantize_multiplier
+from passes.quant_math import channel_bounds, quantize_bias, quantize_multiplier
 from passes.registry import register_pass
 from passes.rewrite import Rewriter, apply_patterns, pattern
 from passes.utils import single_user
@@ -157,12 +157,9 @@ def _rescale_bias(op: Op, b: Value, want: list[float], xq: QuantType, w: Value,
     data = fn.module.params[b.owner.attr("name")]
     real = data.astype(np.float64) * np.asarray(b.type.quant.scales, np.float64)
     new = quantize_bias(real, np.asarray(want, np.float64))
-    zp = xq.zero_point
-    span = max(xq.storage_max - zp, zp - xq.storage_min)
     wdata = fn.module.params.get(w.owner.attr("name")) if w.owner is not None else None
     if wdata is not None and op.name != "qir.matmul":
-        bound = span * np.abs(wdata.astype(np.int64)).reshape(wdata.shape[0], -1).sum(axis=1)
-        if np.any(np.abs(new.astype(np.int64)) + bound > INT32_MAX):
+        if np.any(np.abs(new.astype(np.int64)) + channel_bounds(xq, wdata) > INT32_MAX):
             notes.append(f"kept {op.name} %{op.result.name} ({op.loc}) in float: its input "
                          "scale changed after its bias was quantized, and the re-scaled "
                          "bias leaves int32")

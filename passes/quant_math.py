@@ -68,3 +68,12 @@ def quantize_bias(b: np.ndarray, scales: np.ndarray) -> np.ndarray:
     q = np.rint(np.asarray(b, np.float64) / np.asarray(scales, np.float64))
     lo, hi = INT_RANGES["i32"]
     return np.clip(q, lo, hi).astype(np.int32)
+
+
+def channel_bounds(xq, wq_data: np.ndarray) -> np.ndarray:
+    """The largest |int32 accumulator| of each output channel of a conv or linear with
+    input type `xq` (its zero point subtracted) and integer weights [out, ...]: int64."""
+    zp = xq.zero_point
+    max_x = max(xq.storage_max - zp, zp - xq.storage_min)
+    w = np.abs(np.asarray(wq_data).astype(np.int64))
+    return max_x * w.reshape(w.shape[0], -1).sum(axis=1)

@@ -34,7 +34,7 @@ from qir.ir import Function, Module, Op, Value
 from qir.types import QuantType, TensorType
 
 from passes.manager import PassContext
-from passes.quant_math import quantize_array, quantize_bias, storage_range
+from passes.quant_math import channel_bounds, quantize_array, quantize_bias, storage_range
 from passes.registry import register_pass
 from passes.utils import constant_array, param_name
 
@@ -99,22 +99,11 @@ def _weight_type(w: np.ndarray, per_channel: bool) -> QuantType:
 
 def _accumulator_bound(xq: QuantType, wq_data: np.ndarray, op: Op) -> int:
     """Largest |int32 accumulator| any input could produce, given the actual weights."""
-    zp = xq.zero_point
-    max_x = max(xq.storage_max - zp, zp - xq.storage_min)
-    w = np.abs(wq_data.astype(np.int64))
     if op.name == "qir.matmul":  # rhs [.., K, N]: sum over K per column
-        per_out = w.sum(axis=-2).max()
-    else:  # conv / linear: weight [out, ...]: sum over everything but axis 0
-        per_out = w.reshape(w.shape[0], -1).sum(axis=1).max()
-    return int(max_x) * int(per_out)
-
-
-def _channel_bounds(xq: QuantType, wq_data: np.ndarray, op: Op) -> np.ndarray:
-    """Largest |int32 accumulator| of each output channel (int64 array)."""
-    zp = xq.zero_point
-    max_x = max(xq.storage_max - zp, zp - xq.storage_min)
-    w = np.abs(wq_data.astype(np.int64))
-    return max_x * w.reshape(w.shape[0], -1).sum(axis=1)
+        zp = xq.zero_point
+        max_x = max(xq.storage_max - zp, zp - xq.storage_min)
+        return int(max_x) * int(np.abs(wq_data.astype(np.int64)).sum(axis=-2).max())
+    return int(channel_bounds(xq, wq_data).max())
 
 
 BIAS_MARGIN = 0.99  # a widened channel's bias and accumulator fill at most 99% of int32
@@ -135,7 +124,7 @@ def _fit_bias(w: np.ndarray, wtype: QuantType, b: np.ndarray, xq: QuantType, op:
         wdata = quantize_array(w, trial)
         s_w = s if per_channel else np.full(b.shape[0], s[0])
         need = (np.abs(np.asarray(b, np.float64)) / (xq.scale * s_w)
-                + _channel_bounds(xq, wdata, op)) / (BIAS_MARGIN * INT32_MAX)
+                + channel_bounds(xq, wdata)) / (BIAS_MARGIN * INT32_MAX)
         if np.all(need <= 1):
             return trial, factor if per_channel else np.full_like(factor, factor.max()), wdata
         factor = np.where(need > 1, factor * need * 1.001, factor)
@@ -176,7 +165,7 @@ def _quantize_compute(fn: Function, op: Op, per_channel: bool, notes: list[str],
         if len(s_w) == 1:
             s_w = np.full(b_arr.shape[0], s_w[0])
         bdata = quantize_bias(b_arr, xq.scale * s_w)
-        over = np.abs(bdata.astype(np.int64)) + _channel_bounds(xq, wdata, op) > INT32_MAX
+        over = np.abs(bdata.astype(np.int64)) + channel_bounds(xq, wdata) > INT32_MAX
         if np.any(over):
             where = f"{op.name} %{op.result.name} ({op.loc})"
             if bias_overflow == "float":

@@ -61,6 +61,14 @@ class RealModel:
         return model.eval(), inputs
 
 
+def random_like(t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random input shaped and typed like `t` (token ids below the configs' vocabulary
+    of 100): calibration and held-out data."""
+    if t.dtype.is_floating_point:
+        return torch.randn(t.shape, generator=gen)
+    return torch.randint(0, 100, t.shape, generator=gen, dtype=t.dtype)
+
+
 def _image(size: int) -> tuple:
     return (torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1)),)
 

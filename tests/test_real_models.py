@@ -14,18 +14,11 @@ from backends.numpy import run
 from backends.tvm import build
 from passes import PassContext, PassManager
 from tests.passes.test_int8_zoo import sqnr
-from tests.real_models import INSTALL, REAL_MODELS
+from tests.real_models import INSTALL, REAL_MODELS, random_like
 
 
 def _param(name: str):
     return pytest.param(name, marks=pytest.mark.slow) if REAL_MODELS[name].slow else name
-
-
-def _like(t: torch.Tensor, gen: torch.Generator) -> np.ndarray:
-    """A random input shaped and typed like `t` (token ids below 100)."""
-    if t.dtype.is_floating_point:
-        return torch.randn(t.shape, generator=gen).numpy()
-    return torch.randint(0, 100, t.shape, generator=gen, dtype=t.dtype).numpy()
 
 
 @pytest.mark.parametrize("name", [_param(n) for n in REAL_MODELS])
@@ -47,13 +40,13 @@ def test_real_model_imports_and_compiles_to_int8(name):
     assert err <= 1e-4, f"float import differs from torch by {err:.2e}"
 
     gen = torch.Generator().manual_seed(2)
-    calib = [dict(zip(names, (_like(t, gen) for t in inputs))) for _ in range(4)]
+    calib = [dict(zip(names, (random_like(t, gen).numpy() for t in inputs))) for _ in range(4)]
     ctx = PassContext(calibration_data=calib, progress=False)
     PassManager("int8", ctx=ctx).run(module)
     assert not [op for op in module.main.ops if op.name in ("qir.conv2d", "qir.linear")] \
         or any("kept" in n for n in ctx.notes), ctx.notes  # a float compute op is explained
 
-    feed = dict(zip(names, (_like(t, gen) for t in inputs)))
+    feed = dict(zip(names, (random_like(t, gen).numpy() for t in inputs)))
     want_int8 = run(module, feed)
     got_llvm = build(module, "llvm").run(feed)
     for key, w in want_int8.items():

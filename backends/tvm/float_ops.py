@@ -216,7 +216,7 @@ _BINARY = {
     "qir.eq": R.equal, "qir.ne": R.not_equal, "qir.lt": R.less, "qir.le": R.less_equal,
     "qir.gt": R.greater, "qir.ge": R.greater_equal, "qir.logical_and": R.logical_and,
     "qir.logical_or": R.logical_or, "qir.atan2": R.atan2, "qir.fmod": R.mod,
-    "qir.remainder": lambda a, b: remainder(a, b),
+    "qir.remainder": lambda a, b: remainder(a, b),  # defined below
 }
 
 
@@ -231,13 +231,13 @@ def remainder(a, b):
 
 
 def log1p(bb, x):
-    """log(1 + x) accurate for small x: log(u) * x / (u - 1) with u = 1 + x (x itself
-    where u rounds to 1, and where x is +inf)."""
+    """log(1 + x) accurate for small x: log(u) * x / (u - 1) with u = 1 + x; x itself
+    where u rounds to 1, log(u) where u is infinite."""
     one, zero = scalar(1.0, x), scalar(0.0, x)
     u = bb.emit(R.add(x, one))
     d = bb.emit(R.subtract(u, one))
     y = R.divide(R.multiply(R.log(u), x), d)
-    return R.where(R.logical_or(R.equal(d, zero), R.isinf(x)), R.where(R.equal(d, zero), x, R.log(u)), y)
+    return R.where(R.equal(d, zero), x, R.where(R.isinf(u), R.log(u), y))
 
 
 def _register_binary(name: str, fn) -> None:

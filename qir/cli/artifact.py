@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from qir.diagnostics import QirError
@@ -22,11 +24,21 @@ def read_manifest(outdir: str) -> dict:
         raise QirError(f"{path}:{e.lineno}:{e.colno}: malformed manifest: {e.msg}") from None
 
 
-def runner(outdir: str, backend: str | None = None):
-    """(arguments, run(inputs) -> outputs) for an OUTDIR on `backend` (default: its
-    target); arguments as `qir.cli.run.arguments` gives them. A compiled library is run
-    from model.so and the manifest alone (its signature is inside it): that works where
-    TVM is installed without its compiler, and never reads the IR's weights."""
+@dataclass
+class Runner:
+    """How to run an OUTDIR: its arguments (as `qir.cli.run.arguments` gives them),
+    `run(inputs) -> outputs`, and the compiled library when it runs one (None for the
+    interpreter)."""
+
+    arguments: list
+    run: Callable[[dict], dict]
+    compiled: object | None = None
+
+
+def runner(outdir: str, backend: str | None = None) -> Runner:
+    """The Runner of an OUTDIR on `backend` (default: its target). A compiled library is
+    run from model.so and the manifest alone (its signature is inside it): that works
+    where TVM is installed without its compiler, and never reads the IR's weights."""
     man = read_manifest(outdir)
     backend = backend or man["target"]
     if backend == "numpy":
@@ -35,7 +47,7 @@ def runner(outdir: str, backend: str | None = None):
         from qir.io import load
 
         module = load(Path(outdir) / "model.qir")
-        return arguments(module.main), (lambda inputs: run(module, inputs))
+        return Runner(arguments(module.main), lambda inputs: run(module, inputs))
     if backend != man["target"]:
         raise QirError(f"{outdir} was compiled for {man['target']}; run it with --backend "
                        f"{man['target']} or --backend numpy")
@@ -48,4 +60,4 @@ def runner(outdir: str, backend: str | None = None):
     compiled = load_library(str(so))
     spec = [(name, tuple(shape), numpy_dtype(dtype))
             for name, shape, dtype in compiled.signature.inputs]
-    return spec, compiled.run
+    return Runner(spec, compiled.run, compiled)

@@ -1,9 +1,9 @@
 """`qir bench OUTDIR [--inputs IN.npz] [--repeat N] [--warmup N] [--json] [--profile]`:
-time in-process execution of a compiled model; prints median/min/max ms (with --json the last line is a
-JSON object with at least `median_ms`). A compiled library is timed with its inputs and
-outputs on its device (on a GPU, each call synchronised; no host transfers); --backend
-numpy times the interpreter. `--profile` then prints where the time goes, kernel by kernel
-(Compiled.profile), with the VM's overhead as its own row (and in the JSON)."""
+time in-process execution of a compiled model; prints median/min/max ms (with --json the
+last line is a JSON object with at least `median_ms`). A compiled library is timed with its
+inputs and outputs on its device (on a GPU, each call synchronised; no host transfers);
+--backend numpy times the interpreter. `--profile` then prints where the time goes, kernel
+by kernel (Compiled.profile), with the VM's overhead as its own row (and in the JSON)."""
 
 from __future__ import annotations
 
@@ -81,11 +81,9 @@ def run(args) -> int:
     if args.repeat < 1 or args.warmup < 0:
         raise QirError("--repeat must be >= 1 and --warmup >= 0")
     man = read_manifest(args.outdir)
-    spec, execute = runner(args.outdir, args.backend)
-    inputs = _inputs(spec, args.inputs)
-    timer = getattr(execute, "__self__", None)  # a compiled library: time it on its device
-    if timer is not None and not hasattr(timer, "time_ms"):
-        timer = None
+    found = runner(args.outdir, args.backend)
+    execute, timer = found.run, found.compiled  # a compiled library: timed on its device
+    inputs = _inputs(found.arguments, args.inputs)
     if timer is not None:
         times = timer.time_ms(inputs, repeat=args.repeat, warmup=args.warmup)
     else:
@@ -103,7 +101,7 @@ def run(args) -> int:
           f"min {result['min_ms']:.3f} ms, max {result['max_ms']:.3f} ms "
           f"({args.repeat} runs, {args.warmup} warm-up)")
     if args.profile:
-        if timer is None or not hasattr(timer, "profile"):
+        if timer is None:
             raise QirError("--profile times the kernels of a compiled library: not for "
                            "--backend numpy")
         result["profile"] = profile_table(timer.profile(inputs, repeat=min(args.repeat, 20)),

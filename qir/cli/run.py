@@ -73,7 +73,8 @@ def run(args) -> int:
     from qir.verifier import verify
 
     if is_outdir(args.file):
-        spec, execute = runner(args.file, args.backend)
+        found = runner(args.file, args.backend)
+        spec, execute = found.arguments, found.run
     else:
         if args.backend not in (None, "numpy"):
             raise QirError("--backend applies to a compiled OUTDIR; a .qir file runs in the "

@@ -97,6 +97,15 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def conv_out_hw(h: int, w: int, kh: int, kw: int, stride, padding, dilation
+                ) -> tuple[int, int]:
+    """A 2-D convolution's output height and width; padding is (top, left, bottom,
+    right)."""
+    pt, pl, pb, pr = padding
+    return ((h + pt + pb - dilation[0] * (kh - 1) - 1) // stride[0] + 1,
+            (w + pl + pr - dilation[1] * (kw - 1) - 1) // stride[1] + 1)
+
+
 def row_tile(rows: int) -> int:
     """Accumulator rows per tile: all of them up to MAX_ROWS, else the tile size that
     pads least (the larger on ties)."""

@@ -29,7 +29,8 @@ from tvm import relax, te, tirx
 from backends.tvm.common import R, const, dtype_of, shape_of
 from backends.tvm.kernels.common import (AVX2, LANES, PARALLEL_WORK, Dot, build_or_none,
                                          call_kernel, ceil_div, centred, centred_fits_int16,
-                                         choose_dot, dot_8x2, dot_8x4, fits_int8,
+                                         choose_dot, conv_out_hw, dot_8x2, dot_8x4,
+                                         fits_int8,
                                          input_offset, kernel_func, kernel_target, row_tile,
                                          schedule_repack, unsigned_input, vectorize_inner,
                                          zero_point_var)
@@ -63,10 +64,8 @@ class ConvShape:
 
     @property
     def out_hw(self) -> tuple[int, int]:
-        pt, pl, pb, pr = self.padding
-        oh = (self.h + pt + pb - self.dilation[0] * (self.kh - 1) - 1) // self.stride[0] + 1
-        ow = (self.w + pl + pr - self.dilation[1] * (self.kw - 1) - 1) // self.stride[1] + 1
-        return oh, ow
+        return conv_out_hw(self.h, self.w, self.kh, self.kw, self.stride, self.padding,
+                           self.dilation)
 
     @property
     def depthwise(self) -> bool:

@@ -31,7 +31,7 @@ import tvm
 from tvm import ir, relax, tirx
 
 from backends.tvm.common import R, const, dtype_of, shape_of
-from backends.tvm.kernels.common import OP_PATTERN_OPAQUE, ceil_div, fits_int8
+from backends.tvm.kernels.common import OP_PATTERN_OPAQUE, ceil_div, conv_out_hw, fits_int8
 from backends.tvm.kernels.epilogue import Epilogue
 
 SOURCE_ATTR = "qir_cuda_source"
@@ -244,21 +244,30 @@ class Kernel:
     residual_dtype: str | None
 
 
-def _kernel(kind: str, g: Gemm, rows: str, x_shape, x_dtype: str, out_shape,
-            epilogue: Epilogue | None) -> Kernel:
+def _kernel(kind: str, key: tuple, bias: np.ndarray, epilogue: Epilogue | None,
+            constants: str, call: str, grid: tuple[int, int], threads: int, w: np.ndarray,
+            x_shape, x_dtype: str, out_shape) -> Kernel:
+    """A generated kernel: its name (from `key`, what makes it unique), the traits struct
+    (`constants`, then the epilogue of `bias` and `epilogue`) and the entry function
+    running the template `call`."""
     out_dtype = epilogue.out_dtype if epilogue is not None else "int32"
-    name = _name(kind, rows, g.m, g.n, g.kp, g.tile, g.w.tobytes(), g.bias.tobytes(),
-                 epilogue, out_dtype)
+    name = _name(kind, key, w.tobytes(), bias.tobytes(), epilogue, out_dtype)
     tables: list[str] = []
-    store = epilogue_code(name, g.bias, epilogue, out_dtype, tables)
+    store = epilogue_code(name, bias, epilogue, out_dtype, tables)
     residual = epilogue.residual_dtype if epilogue is not None and epilogue.add else None
+    source = kernel_source(name, constants, store, tables, call, residual is not None)
+    return Kernel(name, source, grid, threads, w, tuple(x_shape), x_dtype, tuple(out_shape),
+                  out_dtype, residual)
+
+
+def _gemm_kernel(kind: str, g: Gemm, rows: str, x_shape, x_dtype: str, out_shape,
+                 epilogue: Epilogue | None) -> Kernel:
     t = g.tile
     constants = (f"  static constexpr int M = {g.m}, N = {g.n}, KP = {g.kp}, BK = {BK};\n"
                  f"  static constexpr int BM = {t.bm}, BN = {t.bn}, WM = {t.wm}, WN = {t.wn}, "
                  f"NT = {t.threads};\n  using Rows = {rows};\n")
-    source = kernel_source(name, constants, store, tables, "qir::igemm", residual is not None)
-    return Kernel(name, source, g.grid, t.threads, g.w, tuple(x_shape), x_dtype,
-                  tuple(out_shape), out_dtype, residual)
+    return _kernel(kind, (rows, g.m, g.n, g.kp, t), g.bias, epilogue, constants, "qir::igemm",
+                   g.grid, t.threads, g.w, x_shape, x_dtype, out_shape)
 
 
 def conv2d_kernel(x_shape, x_dtype: str, zp: int, w: np.ndarray, bias: np.ndarray | None,
@@ -270,9 +279,8 @@ def conv2d_kernel(x_shape, x_dtype: str, zp: int, w: np.ndarray, bias: np.ndarra
         return None
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
-    pt, pl, pb, pr = padding
-    oh = (h + pt + pb - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (wd + pl + pr - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    pt, pl = padding[:2]
+    oh, ow = conv_out_hw(h, wd, kh, kw, stride, padding, dilation)
     if min(oh, ow) <= 0:
         return None
     # K as (kh, kw, c) when channels come in whole words (ConvRowsTapMajor), else OIHW's
@@ -284,7 +292,7 @@ def conv2d_kernel(x_shape, x_dtype: str, zp: int, w: np.ndarray, bias: np.ndarra
     rows = (f"qir::{'ConvRowsTapMajor' if tap_major else 'ConvRows'}<{c}, {h}, {wd}, {kh}, "
             f"{kw}, {stride[0]}, {stride[1]}, {pt}, {pl}, {dilation[0]}, {dilation[1]}, {oh}, "
             f"{ow}, {g.m}, {g.k}, {g.xor}u, {g.padv}>")
-    return _kernel("conv", g, rows, x_shape, x_dtype, (n, o, oh, ow), epilogue)
+    return _gemm_kernel("conv", g, rows, x_shape, x_dtype, (n, o, oh, ow), epilogue)
 
 
 DIRECT_THREADS = 256
@@ -300,28 +308,19 @@ def direct_conv_kernel(x_shape, x_dtype: str, zp: int, w: np.ndarray,
         return None
     n, c, h, wd = x_shape
     o, cg, kh, kw = w.shape
-    pt, pl, pb, pr = padding
-    oh = (h + pt + pb - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (wd + pl + pr - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    oh, ow = conv_out_hw(h, wd, kh, kw, stride, padding, dilation)
     if min(oh, ow) <= 0 or c != cg * groups or o % groups:
         return None
-    out_dtype = epilogue.out_dtype if epilogue is not None else "int32"
     b = np.zeros(o, np.int32) if bias is None else bias.astype(np.int32)
     geometry = dict(N=n, C=c, H=h, W=wd, O=o, G=groups, KH=kh, KW=kw, SH=stride[0],
-                    SW=stride[1], PT=pt, PL=pl, DH=dilation[0], DW=dilation[1], OH=oh, OW=ow,
-                    ZP=zp, NT=DIRECT_THREADS)
-    name = _name("dwconv" if groups == c == o else "gconv", geometry, x_dtype, w.tobytes(),
-                 b.tobytes(), epilogue, out_dtype)
-    tables: list[str] = []
-    store = epilogue_code(name, b, epilogue, out_dtype, tables)
-    residual = epilogue.residual_dtype if epilogue is not None and epilogue.add else None
+                    SW=stride[1], PT=padding[0], PL=padding[1], DH=dilation[0],
+                    DW=dilation[1], OH=oh, OW=ow, ZP=zp, NT=DIRECT_THREADS)
     constants = ("  static constexpr int " + ", ".join(f"{k} = {v}" for k, v in geometry.items())
                  + f";\n  using XT = {C_TYPES[x_dtype]};\n")
-    source = kernel_source(name, constants, store, tables, "qir::direct_conv",
-                           residual is not None)
     grid = (ceil_div(n * o * oh * ow, DIRECT_THREADS), 1)
-    return Kernel(name, source, grid, DIRECT_THREADS, w.astype(np.int8), tuple(x_shape),
-                  x_dtype, (n, o, oh, ow), out_dtype, residual)
+    return _kernel("dwconv" if groups == c == o else "gconv", (geometry, x_dtype), b, epilogue,
+                   constants, "qir::direct_conv", grid, DIRECT_THREADS, w.astype(np.int8),
+                   x_shape, x_dtype, (n, o, oh, ow))
 
 
 def dense_kernel(m: int, k: int, x_dtype: str, zp: int, w: np.ndarray,
@@ -334,7 +333,7 @@ def dense_kernel(m: int, k: int, x_dtype: str, zp: int, w: np.ndarray,
     if g is None:
         return None
     rows = f"qir::DenseRows<{m}, {k}, {g.xor}u>"
-    return _kernel("dense", g, rows, (m, k), x_dtype, (m, w.shape[0]), epilogue)
+    return _gemm_kernel("dense", g, rows, (m, k), x_dtype, (m, w.shape[0]), epilogue)
 
 
 def _emit(bb: relax.BlockBuilder, kern: Kernel, x: relax.Expr,
