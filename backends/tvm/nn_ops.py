@@ -253,11 +253,17 @@ def adaptive_avg_pool2d(op, bb, args, params):
         def length(i, d):  # ceil((i + 1) * size / out) - start
             return tir.floordiv((i + 1) * shape[2 + d] + out_hw[d] - 1, out_hw[d]) - start(i, d)
 
-        return te.compute(
-            tuple(t.shape[:2]) + tuple(out_hw),
-            lambda n, c, i, j: te.sum(t[n, c, start(i, 0) + rh, start(j, 1) + rw], axis=[rh, rw],
-                                      where=tir.all(rh < length(i, 0), rw < length(j, 1))),
-            name="adaptive_sum")
+        def tap(n, c, i, j):
+            # A masked read, clamped into the input: a reduction `where` that depends on
+            # the output index was miscompiled for windows of unequal length.
+            inside = tir.all(rh < length(i, 0), rw < length(j, 1))
+            y = tir.min(start(i, 0) + rh, shape[2] - 1)
+            x = tir.min(start(j, 1) + rw, shape[3] - 1)
+            return tir.if_then_else(inside, t[n, c, y, x], tir.const(0, t.dtype))
+
+        return te.compute(tuple(t.shape[:2]) + tuple(out_hw),
+                          lambda n, c, i, j: te.sum(tap(n, c, i, j), axis=[rh, rw]),
+                          name="adaptive_sum")
 
     total = bb.emit_te(compute, x, primfunc_name_hint="adaptive_sum")
     return R.divide(total, const(nh[:, None] * nw[None, :], dtype_of(total)))

@@ -62,6 +62,7 @@ def test_reductions_and_normalisations_are_bit_exact():
         case("qir.avg_pool2d", x, attrs={"kernel": [2, 2], "ceil_mode": True}),
         case("qir.adaptive_avg_pool2d", x, attrs={"output_size": [4, 3]}),
         case("qir.adaptive_avg_pool2d", x, attrs={"output_size": [1, 1]}),
+        case("qir.adaptive_avg_pool2d", x, attrs={"output_size": [2, 5]}),
         case("qir.scaled_dot_product_attention", scores, rand(2, 3, 5, 5, seed=8),
              rand(2, 3, 5, 5, seed=9), attrs={"is_causal": True}),
     ]

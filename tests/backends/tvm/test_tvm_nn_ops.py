@@ -113,7 +113,10 @@ def test_pooling():
                                                "divisor_override": 5}),
               case("qir.adaptive_avg_pool2d", x, attrs={"output_size": [1, 1]}),
               case("qir.adaptive_avg_pool2d", x, attrs={"output_size": [4, 3]}),
-              case("qir.adaptive_avg_pool2d", x, attrs={"output_size": [9, 10]})]
+              case("qir.adaptive_avg_pool2d", x, attrs={"output_size": [9, 10]}),
+              # windows of unequal length (9 -> 5: 2 or 3 rows; 10 -> 7: 2 or 3 columns)
+              case("qir.adaptive_avg_pool2d", x, attrs={"output_size": [5, 7]}),
+              case("qir.adaptive_avg_pool2d", x, attrs={"output_size": [2, 10]})]
     check_cases(cases)
 
 
