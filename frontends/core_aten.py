@@ -17,30 +17,9 @@ import torch
 
 # Core ops with no converter, and why (what it would take).
 GAPS: dict[str, str] = {
-    "aten._adaptive_avg_pool3d.default": "3-d pooling: no qir op yet",
-    "aten.avg_pool3d.default": "3-d pooling: no qir op yet",
-    "aten.max_pool3d_with_indices.default": "3-d pooling: no qir op yet",
-    "aten._cdist_forward.default": "pairwise distances: no converter yet (matmul and "
-                                   "reductions would do)",
-    "aten._pdist_forward.default": "pairwise distances: no converter yet",
-    "aten._embedding_bag.default": "embedding bags (offsets): no converter yet",
     "aten._fft_c2r.default": "complex tensors: qir has no complex element type",
     "aten._fft_r2c.default": "complex tensors: qir has no complex element type",
-    "aten._native_batch_norm_legit.default": "batch norm with batch statistics (a model "
-                                             "exported in training mode): call model.eval()",
-    "aten._native_batch_norm_legit.no_stats": "batch norm with batch statistics: call "
-                                              "model.eval()",
-    "aten.col2im.default": "col2im (fold): no converter yet",
-    "aten.grid_sampler_2d.default": "grid sampling: no qir op yet",
-    "aten.index_put.default": "writes at computed indices: needs a scatter op",
-    "aten.masked_scatter.default": "data-dependent: the values taken depend on the mask",
     "aten.nonzero.default": "data-dependent output shape: qir's shapes are static",
-    "aten.scatter.src": "no qir scatter op yet",
-    "aten.scatter.value": "no qir scatter op yet",
-    "aten.scatter_add.default": "no qir scatter op yet",
-    "aten.scatter_reduce.two": "no qir scatter op yet",
-    "aten.sort.default": "no qir sort op yet",
-    "aten.topk.default": "no qir topk op yet",
 }
 
 # Core ops without a converter that never reach one: the importer folds them (their

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.numpy.common import result, upcast
+from backends.numpy.common import result, storage_as_float, upcast
 from backends.numpy.floatmath import seq_mean, seq_sum
 from backends.numpy.registry import numpy_impl
 
@@ -55,3 +55,28 @@ def cumsum(op, x: np.ndarray) -> np.ndarray:
     shape = x.shape
     x = upcast(x).reshape(shape or (1,))
     return result(op, np.cumsum(x, axis=op.attr("axis") % x.ndim, dtype=x.dtype).reshape(shape))
+
+
+def stable_argsort(x: np.ndarray, axis: int, descending: bool) -> np.ndarray:
+    """Stable argsort; descending keeps equal values in their order (a stable ascending
+    sort of the reversed axis, reversed back). NaN sorts above every number."""
+    if not descending:
+        return np.argsort(x, axis=axis, kind="stable")
+    n = x.shape[axis]
+    rev = np.flip(x, axis=axis)
+    return n - 1 - np.flip(np.argsort(rev, axis=axis, kind="stable"), axis=axis)
+
+
+@numpy_impl("qir.sort")
+def sort(op, x: np.ndarray) -> list[np.ndarray]:
+    axis = op.attr("axis") % x.ndim
+    idx = stable_argsort(storage_as_float(x), axis, op.attr("descending"))
+    return [np.take_along_axis(x, idx, axis=axis), idx.astype(np.int64)]
+
+
+@numpy_impl("qir.topk")
+def topk(op, x: np.ndarray) -> list[np.ndarray]:
+    axis = op.attr("axis") % x.ndim
+    idx = stable_argsort(storage_as_float(x), axis, op.attr("largest"))
+    idx = np.take(idx, np.arange(op.attr("k")), axis=axis)
+    return [np.take_along_axis(x, idx, axis=axis), idx.astype(np.int64)]

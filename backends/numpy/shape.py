@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.numpy.common import result
+from backends.numpy.common import result, upcast
 from backends.numpy.registry import InterpreterError, numpy_impl
 from qir.quant import quantize_values
 
@@ -93,3 +93,35 @@ def _tri(fn):
 
 numpy_impl("qir.tril")(_tri(np.tril))
 numpy_impl("qir.triu")(_tri(np.triu))
+
+
+_SCATTER_UFUNCS = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+@numpy_impl("qir.scatter")
+def scatter(op, x: np.ndarray, indices: np.ndarray, updates: np.ndarray) -> np.ndarray:
+    """ScatterElements in row-major order of the indices: a reduction applies each update
+    in turn (ufunc.at is unbuffered), a plain scatter keeps the last update to a place.
+    Indices outside the axis are an error."""
+    axis = op.attr("axis") % x.ndim
+    n = x.shape[axis]
+    if indices.size and (indices.min() < -n or indices.max() >= n):
+        bad = indices[(indices < -n) | (indices >= n)].flat[0]
+        raise InterpreterError(f"scatter index {bad} is out of range for axis {axis} of "
+                               f"size {n}")
+    idx = np.where(indices < 0, indices + n, indices).astype(np.int64)
+    where = list(np.indices(indices.shape, sparse=True))
+    where[axis] = idx
+    where = tuple(np.broadcast_arrays(*where))
+    out = upcast(x).copy()
+    updates = upcast(updates)
+    reduce = op.attr("reduce")
+    if reduce == "none":
+        flat = np.ravel_multi_index(where, x.shape).ravel()
+        # The last update to each place wins: keep each place's last occurrence.
+        _, last = np.unique(flat[::-1], return_index=True)
+        keep = flat.size - 1 - last
+        out.reshape(-1)[flat[keep]] = updates.reshape(-1)[keep]
+    else:
+        _SCATTER_UFUNCS[reduce].at(out, where, updates)
+    return result(op, out)

@@ -195,6 +195,25 @@ def int_divide(bb, a, b):
     return bb.emit(R.where(R.equal(b, zero), zero, q))
 
 
+def int_mod(bb, a, b, floor: bool):
+    """numpy's integer fmod (the sign of a) or remainder (the sign of b), from the
+    trapless truncating division: a - trunc(a / b) * b; 0 where b is 0."""
+    dtype = dtype_of(a)
+    if dtype in ("int8", "int16"):
+        # Exact in float32 (frem is exact), where the int8 path fails to vectorise.
+        fa, fb = cast(bb, a, "float32"), cast(bb, b, "float32")
+        r = bb.emit(remainder(fa, fb) if floor else R.mod(fa, fb))
+        r = bb.emit(R.where(R.equal(fb, scalar(0.0, fb)), scalar(0.0, fb), r))
+        return cast(bb, r, dtype)
+    zero = scalar(0, a)
+    r = bb.emit(R.subtract(a, R.multiply(int_divide(bb, a, b), b)))
+    if floor and not dtype.startswith("uint"):
+        fix = R.logical_and(R.not_equal(r, zero),
+                            R.logical_xor(R.less(r, zero), R.less(b, zero)))
+        r = bb.emit(R.where(fix, R.add(r, b), r))
+    return bb.emit(R.where(R.equal(b, zero), zero, r))
+
+
 def int_power(bb, a, b, shape):
     """a ** b for integers by repeated squaring over the exponent's bits (wrapping like
     numpy; negative exponents are undefined)."""
@@ -246,6 +265,8 @@ def _register_binary(name: str, fn) -> None:
         a, b = args
         if name == "qir.div" and not is_float(dtype_of(a)):
             return int_divide(bb, a, b)
+        if name in ("qir.fmod", "qir.remainder") and not is_float(dtype_of(a)):
+            return int_mod(bb, a, b, floor=name == "qir.remainder")
         if name == "qir.pow" and not is_float(dtype_of(a)):
             return int_power(bb, a, b, op.result.type.shape)
         y = bb.emit(fn(a, b))
@@ -330,3 +351,26 @@ def cumsum(op, bb, args, params):
     if not shape:
         return x
     return R.cumsum(x, axis=op.attr("axis") % len(shape), dtype=dtype_of(x))
+
+
+def _stable_argsort(bb, op, x, descending: bool):
+    """TVM's argsort is a std::stable_sort: equal values keep their order, as in the
+    interpreter (NaN order is unspecified here)."""
+    axis = op.attr("axis") % op.operands[0].type.rank
+    key = x
+    if dtype_of(x) in ("int8", "uint8", "int16", "uint16", "bool"):  # not sortable there
+        key = cast(bb, x, "int32")
+    return axis, bb.emit(R.argsort(key, axis=axis, descending=descending, dtype="int64"))
+
+
+@relax_lowering("qir.sort")
+def sort(op, bb, args, params):
+    axis, idx = _stable_argsort(bb, op, args[0], op.attr("descending"))
+    return [R.gather_elements(args[0], idx, axis=axis), idx]
+
+
+@relax_lowering("qir.topk")
+def topk(op, bb, args, params):
+    axis, idx = _stable_argsort(bb, op, args[0], op.attr("largest"))
+    idx = bb.emit(R.strided_slice(idx, axes=[axis], begin=[0], end=[op.attr("k")]))
+    return [R.gather_elements(args[0], idx, axis=axis), idx]

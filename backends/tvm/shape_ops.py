@@ -143,3 +143,16 @@ def where(op, bb, args, params):
 def observe(op, bb, args, params):
     """Identity (calibration marks are no-ops in compiled code)."""
     return args[0]
+
+
+@relax_lowering("qir.scatter")
+def scatter(op, bb, args, params):
+    """TVM's scatter_elements: one serial loop over the axis per position of the other
+    dims, so each place sees its updates in row-major order, as the interpreter applies
+    them. Indices are clipped to the axis first: an out-of-range index (an error in the
+    interpreter) must not write outside the buffer."""
+    axis = op.attr("axis") % op.result.type.rank
+    n = op.result.type.shape[axis]
+    idx = bb.emit(R.clip(args[1], -n, n - 1))
+    reduce = {"none": "update"}.get(op.attr("reduce"), op.attr("reduce"))
+    return R.scatter_elements(args[0], idx, args[2], axis=axis, reduction=reduce)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("arith", "activations", "nn", "reduce", "shape", "misc", "modules", "qat")
+_MODULES = ("arith", "activations", "nn", "reduce", "shape", "scatter", "misc", "modules",
+            "qat")
 _loaded = False
 
 

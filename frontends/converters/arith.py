@@ -251,10 +251,10 @@ def sign(ctx: Context, x: Any) -> Value:
     return ctx.cast(ctx.emit("qir.sign", [ctx.cast(v, "f64")]), elem)
 
 
-def _float_binary(op: str):
+def _float_binary(op: str, ints: bool = False):
     def lower(ctx: Context, x: Any, other: Any, out: None = None) -> Value:
         elem = promoted_elem(x, other)
-        if not is_float_elem(elem):
+        if elem == "bool" or not (ints or is_float_elem(elem)):
             raise ConversionError(f"{op.split('.')[1]} of {elem} tensors: qir computes it "
                                   "on floats only")
         return ctx.emit(op, [ctx.value(x, elem), ctx.value(other, elem)])
@@ -265,9 +265,10 @@ def _float_binary(op: str):
 converter(aten.atan2.default, torch.atan2, (M, "atan2"), emits=("qir.atan2",))(
     _float_binary("qir.atan2"))
 converter(aten.fmod.Tensor, aten.fmod.Scalar, torch.fmod, (M, "fmod"), emits=("qir.fmod",))(
-    _float_binary("qir.fmod"))
+    _float_binary("qir.fmod", ints=True))
 converter(aten.remainder.Tensor, aten.remainder.Scalar, torch.remainder, operator.mod,
-          (M, "remainder"), emits=("qir.remainder",))(_float_binary("qir.remainder"))
+          (M, "remainder"), emits=("qir.remainder",))(
+    _float_binary("qir.remainder", ints=True))
 
 
 @converter(aten.neg.default, operator.neg, torch.neg, torch.negative, (M, "neg"),

@@ -48,7 +48,10 @@ def linear(ctx: Context, m: nn.Linear, x: Any) -> Value:
 
 @converter(nn.BatchNorm1d, nn.BatchNorm2d, emits=("qir.batch_norm",))
 def batch_norm(ctx: Context, m: nn.modules.batchnorm._BatchNorm, x: Any) -> Value:
-    training = m.training or m.running_mean is None
+    if m.training and m.running_mean is not None:
+        raise ConversionError("BatchNorm in training mode (it updates its running "
+                              "statistics): call model.eval() before exporting")
+    training = m.running_mean is None  # track_running_stats=False: batch statistics
     return layers.batch_norm(ctx, x, _param(ctx, m, "running_mean"),
                              _param(ctx, m, "running_var"), _param(ctx, m, "weight"),
                              _param(ctx, m, "bias"), m.eps, training)

@@ -145,12 +145,8 @@ def _ones_like_channel(ctx: Context, n: int, elem: str) -> Value:
 
 def batch_norm(ctx: Context, x: Any, mean: Any, var: Any, weight: Any, bias: Any,
                eps: float, training: bool = False) -> Value:
-    if training:
-        raise ConversionError("batch_norm in training mode (batch statistics): call "
-                              "model.eval() before exporting")
-    if mean is None or var is None:
-        raise ConversionError("batch_norm without running statistics "
-                              "(track_running_stats=False) normalises with batch statistics")
+    if training or mean is None or var is None:
+        return batch_norm_batch_stats(ctx, x, weight, bias, eps)
     v = ctx.value(x)
     operands = [v, ctx.value(mean), ctx.value(var)]
     if weight is not None or bias is not None:
@@ -160,6 +156,41 @@ def batch_norm(ctx: Context, x: Any, mean: Any, var: Any, weight: Any, bias: Any
         if bias is not None:
             operands.append(ctx.value(bias))
     return ctx.emit("qir.batch_norm", operands, {"eps": float(eps), "axis": 1})
+
+
+def batch_norm_batch_stats(ctx: Context, x: Any, weight: Any, bias: Any, eps: float) -> Value:
+    """Batch norm with the batch's own statistics (a model in training mode, or without
+    running statistics): per channel over batch and space, the biased variance, as torch.
+    It is a layer norm of the channel-first view, then the per-channel affine."""
+    v = ctx.value(x)
+    if v.type.rank < 2:
+        raise ConversionError(f"batch_norm wants rank >= 2, got {v.type}")
+    rank, c = v.type.rank, v.type.shape[1]
+    perm = [1, 0] + list(range(2, rank))
+    y = ctx.emit("qir.permute", [v], {"perm": perm})
+    y = ctx.emit("qir.layer_norm", [y], {"normalized_ndim": rank - 1, "eps": float(eps)})
+    y = ctx.emit("qir.permute", [y], {"perm": perm})
+    channel = (1, c) + (1,) * (rank - 2)
+    if weight is not None:
+        y = ctx.emit("qir.mul", [y, reshape(ctx, ctx.value(weight), channel)])
+    if bias is not None:
+        y = ctx.emit("qir.add", [y, reshape(ctx, ctx.value(bias), channel)])
+    return y
+
+
+@converter(aten._native_batch_norm_legit.default, aten._native_batch_norm_legit.no_stats,
+           emits=("qir.batch_norm", "qir.layer_norm", "qir.permute", "qir.mul", "qir.add"))
+def native_batch_norm_legit(ctx: Context, input: Any, weight: Any, bias: Any, *args: Any
+                            ) -> list:
+    """(input, weight, bias, running_mean, running_var, training, momentum, eps) or, with
+    no_stats, (input, weight, bias, training, momentum, eps). Running statistics are not
+    updated: qir compiles inference."""
+    if len(args) == 5:
+        mean, var, training, _, eps = args
+    else:
+        (training, _, eps), mean, var = args, None, None
+    out = batch_norm(ctx, input, mean, var, weight, bias, eps, training)
+    return [out, Unavailable("batch_norm's saved mean"), Unavailable("batch_norm's saved invstd")]
 
 
 @converter(aten.batch_norm.default, emits=("qir.batch_norm",))
@@ -491,3 +522,109 @@ def interpolate(ctx: Context, input: Any, size: Any = None, scale_factor: Any = 
         else _scales(scale_factor, nd)
     return resize(ctx, input, "nearest" if mode == "nearest" else "linear",
                   bool(align_corners), scales)
+
+
+# --- grid sampling ---------------------------------------------------------------------------
+
+
+class _Grid:
+    """Float arithmetic on sample coordinates, spelled shortly."""
+
+    def __init__(self, ctx: Context, elem: str):
+        self.ctx, self.elem = ctx, elem
+
+    def op(self, name: str, *xs: Any) -> Value:
+        return self.ctx.emit(f"qir.{name}", [x if isinstance(x, Value) else
+                                             self.ctx.value(float(x), self.elem) for x in xs])
+
+    def inside(self, c: Value, size: int) -> Value:
+        return self.op("logical_and", self.op("ge", c, 0.0), self.op("le", c, size - 1.0))
+
+    def clip(self, c: Value, size: int) -> Value:
+        return self.ctx.emit("qir.clamp", [c], {"min": 0.0, "max": float(size - 1)})
+
+    def reflect(self, c: Value, twice_low: int, twice_high: int) -> Value:
+        """torch's reflect_coordinates: c folded into [low, high] by reflections."""
+        if twice_low == twice_high:
+            return self.op("mul", c, 0.0)
+        low, span = twice_low / 2, (twice_high - twice_low) / 2
+        c = self.op("abs", self.op("sub", c, low))
+        extra = self.op("fmod", c, span)
+        flips = self.op("floor", self.op("div", c, span))
+        even = self.op("eq", self.op("fmod", flips, 2.0), 0.0)
+        return self.ctx.emit("qir.where", [even, self.op("add", extra, low),
+                                           self.op("add", self.op("sub", span, extra), low)])
+
+
+def _source_index(g: _Grid, coord: Value, size: int, padding: int, align: bool) -> Value:
+    """grid_sampler_compute_source_index: [-1, 1] to pixel coordinates, then padded."""
+    if align:
+        c = g.op("mul", g.op("add", coord, 1.0), (size - 1) / 2)
+    else:
+        c = g.op("div", g.op("sub", g.op("mul", g.op("add", coord, 1.0), float(size)), 1.0),
+                 2.0)
+    if padding == 1:  # border
+        c = g.clip(c, size)
+    elif padding == 2:  # reflection
+        c = g.reflect(c, 0, 2 * (size - 1)) if align else g.reflect(c, -1, 2 * size - 1)
+        c = g.clip(c, size)
+    return c
+
+
+@converter(aten.grid_sampler_2d.default, aten.grid_sampler.default, emits=("qir.gather", "qir.floor", "qir.where",
+                                                 "qir.mul", "qir.add", "qir.permute"))
+def grid_sampler_2d(ctx: Context, input: Any, grid: Any, interpolation_mode: int = 0,
+                    padding_mode: int = 0, align_corners: bool = False) -> Value:
+    """F.grid_sample, bilinear or nearest, padding zeros / border / reflection: each tap
+    is a gather from the [N*H*W, C] view at n*H*W + y*W + x (clamped into range), its
+    weight zero where the tap falls outside. A float island under --int8."""
+    if interpolation_mode not in (0, 1):
+        raise ConversionError("grid_sample mode='bicubic' is not supported (bilinear and "
+                              "nearest are)")
+    x = ctx.value(input)
+    gv = ctx.value(grid, str(x.type.elem))
+    if x.type.rank != 4 or gv.type.rank != 4 or gv.type.shape[-1] != 2:
+        raise ConversionError(f"grid_sample wants a 4-d input and an [N, H, W, 2] grid, got "
+                              f"{x.type} and {gv.type}")
+    n, c, h, w = x.type.shape
+    _, ho, wo, _ = gv.type.shape
+    elem = str(x.type.elem)
+    g = _Grid(ctx, elem)
+    table = reshape(ctx, ctx.emit("qir.permute", [x], {"perm": [0, 2, 3, 1]}), (n * h * w, c))
+    base = ctx.constant((np.arange(n, dtype=np.int64) * h * w).reshape(n, 1, 1))
+
+    def coord(k: int) -> Value:
+        part = ctx.emit("qir.slice", [gv], {"axis": 3, "start": k, "end": k + 1, "step": 1})
+        return reshape(ctx, part, (n, ho, wo))
+
+    ix = _source_index(g, coord(0), w, padding_mode, align_corners)
+    iy = _source_index(g, coord(1), h, padding_mode, align_corners)
+
+    def tap(px: Value, py: Value, weight: Value | None) -> Value:
+        """weight * input[n, :, py, px], zero where (px, py) is outside."""
+        ok = g.op("logical_and", g.inside(px, w), g.inside(py, h))
+        xi = ctx.cast(g.clip(px, w), "i64")
+        yi = ctx.cast(g.clip(py, h), "i64")
+        flat = ctx.emit("qir.add", [ctx.emit("qir.add", [
+            ctx.emit("qir.mul", [yi, ctx.value(w, "i64")]), xi]), base])
+        val = ctx.emit("qir.gather", [table, flat], {"axis": 0})  # [n, ho, wo, c]
+        wgt = ok if weight is None else ctx.emit("qir.where", [ok, weight,
+                                                               ctx.value(0.0, elem)])
+        if weight is None:
+            return ctx.emit("qir.where", [reshape(ctx, wgt, (n, ho, wo, 1)), val,
+                                          ctx.value(0.0, elem)])
+        return ctx.emit("qir.mul", [val, reshape(ctx, wgt, (n, ho, wo, 1))])
+
+    if interpolation_mode == 1:  # nearest: round half to even, as nearbyint
+        out = tap(g.op("round", ix), g.op("round", iy), None)
+    else:
+        x0, y0 = g.op("floor", ix), g.op("floor", iy)
+        x1, y1 = g.op("add", x0, 1.0), g.op("add", y0, 1.0)
+        wx1, wy1 = g.op("sub", ix, x0), g.op("sub", iy, y0)
+        wx0, wy0 = g.op("sub", x1, ix), g.op("sub", y1, iy)
+        out = None
+        for px, py, wgt in ((x0, y0, g.op("mul", wx0, wy0)), (x1, y0, g.op("mul", wx1, wy0)),
+                            (x0, y1, g.op("mul", wx0, wy1)), (x1, y1, g.op("mul", wx1, wy1))):
+            t = tap(px, py, wgt)
+            out = t if out is None else ctx.emit("qir.add", [out, t])
+    return ctx.emit("qir.permute", [out], {"perm": [0, 3, 1, 2]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -145,6 +146,82 @@ def adaptive_max_pool2d(ctx: Context, input: Any, output_size: Any,
     if ctx.node.target is aten.adaptive_max_pool2d.default:
         return [out, Unavailable("the indices of adaptive_max_pool2d")]
     return out
+
+
+# 3-d pooling is separable: a window is a box and its valid count (padding, ceil mode)
+# is the product of the per-axis counts, so a 2-d pool over (H, W) of the [N, C*D, H, W]
+# view, then a pool over D of the [N, C, D, H'*W'] view, is the 3-d pool.
+
+
+def _pool3d(ctx: Context, x: Any, hw: Callable[[Value], Value],
+            d: Callable[[Value], Value]) -> Value:
+    v = ctx.value(x)
+    if v.type.rank not in (4, 5):
+        raise ConversionError(f"3-d pooling wants a rank 4 or 5 input, got {v.type}")
+    shape = v.type.shape if v.type.rank == 5 else (1,) + v.type.shape
+    n, c, depth, h, w = shape
+    y = hw(reshape(ctx, v, (n, c * depth, h, w)))
+    oh, ow = y.type.shape[2:]
+    y = d(reshape(ctx, y, (n, c, depth, oh * ow)))
+    out = (n, c, y.type.shape[2], oh, ow)
+    return reshape(ctx, y, out if v.type.rank == 5 else out[1:])
+
+
+@converter(aten.max_pool3d_with_indices.default, aten.max_pool3d.default, F.max_pool3d,
+           emits=("qir.max_pool2d",))
+def max_pool3d(ctx: Context, input: Any, kernel_size: Any, stride: Any = None,
+               padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
+               return_indices: bool = False) -> Any:
+    if return_indices:
+        raise ConversionError("max_pool3d(return_indices=True): qir does not compute indices")
+    k = int_list(kernel_size, 3, "kernel_size")
+    s = int_list(stride, 3, "stride") if stride not in (None, [], ()) else k
+    p, dil = int_list(padding, 3, "padding"), int_list(dilation, 3, "dilation")
+
+    def pool(axes: slice, tail: list[int], tail0: list[int]):
+        return lambda v: ctx.emit("qir.max_pool2d", [v], {
+            "kernel": k[axes] + tail, "stride": s[axes] + tail, "padding": p[axes] + tail0,
+            "dilation": dil[axes] + tail, "ceil_mode": bool(ceil_mode)})
+
+    out = _pool3d(ctx, input, pool(slice(1, 3), [], []), pool(slice(0, 1), [1], [0]))
+    if ctx.node.target is aten.max_pool3d_with_indices.default:
+        return [out, Unavailable("the indices of max_pool3d")]
+    return out
+
+
+@converter(aten.avg_pool3d.default, F.avg_pool3d, emits=("qir.avg_pool2d", "qir.mul"))
+def avg_pool3d(ctx: Context, input: Any, kernel_size: Any, stride: Any = None,
+               padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: Any = None) -> Value:
+    """With divisor_override both pools sum (divisor 1), then one division."""
+    k = int_list(kernel_size, 3, "kernel_size")
+    s = int_list(stride, 3, "stride") if stride not in (None, [], ()) else k
+    p = int_list(padding, 3, "padding")
+    div = None if divisor_override is None else 1
+
+    def pool(axes: slice, tail: list[int], tail0: list[int]):
+        return lambda v: ctx.emit("qir.avg_pool2d", [float_input(ctx, v)], {
+            "kernel": k[axes] + tail, "stride": s[axes] + tail, "padding": p[axes] + tail0,
+            "ceil_mode": bool(ceil_mode), "count_include_pad": bool(count_include_pad),
+            "divisor_override": div})
+
+    out = _pool3d(ctx, input, pool(slice(1, 3), [], []), pool(slice(0, 1), [1], [0]))
+    if divisor_override is not None:
+        out = ctx.emit("qir.div", [out, ctx.value(float(divisor_override),
+                                                  str(out.type.elem))])
+    return out
+
+
+@converter(aten._adaptive_avg_pool3d.default, aten.adaptive_avg_pool3d.default,
+           F.adaptive_avg_pool3d, emits=("qir.adaptive_avg_pool2d",))
+def adaptive_avg_pool3d(ctx: Context, input: Any, output_size: Any) -> Value:
+    v = ctx.value(input)
+    size = _adaptive_size(output_size, v.type.shape[-3:])
+    return _pool3d(ctx, v,
+                   lambda y: ctx.emit("qir.adaptive_avg_pool2d", [float_input(ctx, y)],
+                                      {"output_size": size[1:]}),
+                   lambda y: ctx.emit("qir.adaptive_avg_pool2d", [y],
+                                      {"output_size": [size[0], y.type.shape[3]]}))
 
 
 # --- reductions ----------------------------------------------------------------------------
@@ -352,3 +429,34 @@ def argmin(ctx: Context, input: Any, dim: int | None = None, keepdim: bool = Fal
     if not str(v.type.elem).startswith(("f", "bf")):
         v = ctx.cast(v, "f64")
     return argmax(ctx, ctx.emit("qir.neg", [v]), dim, keepdim)
+
+
+# --- distances -----------------------------------------------------------------------------
+
+
+@converter(aten._cdist_forward.default, aten.cdist.default, torch.cdist,
+           emits=("qir.sub", "qir.abs", "qir.mul", "qir.reduce_sum", "qir.sqrt"))
+def cdist(ctx: Context, x1: Any, x2: Any, p: float = 2.0, compute_mode: Any = None) -> Value:
+    """||x1[i] - x2[j]||_p for every pair, from the differences directly (torch may use
+    a matmul form for p=2 on large inputs, which is less exact)."""
+    a, b = float_input(ctx, x1), float_input(ctx, x2)
+    if a.type.rank < 2 or b.type.rank != a.type.rank:
+        raise ConversionError(f"cdist wants two inputs of one rank >= 2, got {a.type} and "
+                              f"{b.type}")
+    a = reshape(ctx, a, a.type.shape[:-1] + (1, a.type.shape[-1]))
+    b = reshape(ctx, b, b.type.shape[:-2] + (1,) + b.type.shape[-2:])
+    diff = ctx.emit("qir.sub", [a, b])
+    return vector_norm(ctx, diff, p, -1, False)
+
+
+@converter(aten._pdist_forward.default, aten.pdist.default, F.pdist,
+           emits=("qir.gather", "qir.sub", "qir.abs", "qir.mul", "qir.reduce_sum", "qir.sqrt"))
+def pdist(ctx: Context, x: Any, p: float = 2.0) -> Value:
+    """cdist of the rows with themselves, upper triangle (i < j) in row-major order."""
+    v = float_input(ctx, x)
+    if v.type.rank != 2:
+        raise ConversionError(f"pdist wants a rank 2 input, got {v.type}")
+    i, j = np.triu_indices(v.type.shape[0], k=1)
+    rows_i = ctx.emit("qir.gather", [v, ctx.constant(i.astype(np.int64))], {"axis": 0})
+    rows_j = ctx.emit("qir.gather", [v, ctx.constant(j.astype(np.int64))], {"axis": 0})
+    return vector_norm(ctx, ctx.emit("qir.sub", [rows_i, rows_j]), p, -1, False)

@@ -104,11 +104,14 @@ def _verify_float_binary(op) -> None:
     require_float(op, 0)
 
 
-for _name, _doc in [("atan2", "atan(a / b) in the quadrant of (b, a)"),
-                    ("fmod", "a - b * trunc(a / b) (C's fmod: the sign of a)"),
+define_op("qir.atan2", ["lhs", "rhs"], infer=_infer_binary, verify=_verify_float_binary,
+          doc="atan(a / b) in the quadrant of (b, a), floats, with numpy broadcasting.",
+          category="float")
+for _name, _doc in [("fmod", "a - b * trunc(a / b) (C's fmod: the sign of a)"),
                     ("remainder", "a - b * floor(a / b) (Python's %: the sign of b)")]:
-    define_op(f"qir.{_name}", ["lhs", "rhs"], infer=_infer_binary, verify=_verify_float_binary,
-              doc=_doc + ", floats, with numpy broadcasting.", category="float")
+    define_op(f"qir.{_name}", ["lhs", "rhs"], infer=_infer_binary, verify=_verify_binary,
+              doc=_doc + ", with numpy broadcasting; integers give 0 where b is 0.",
+              category="float")
 
 
 def _infer_compare(op):

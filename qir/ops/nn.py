@@ -326,3 +326,30 @@ define_op("qir.argmax", ["input"], {"axis": Attr("int"), "keepdims": Attr("bool"
           doc="index of the first maximum along axis (i64).")
 define_op("qir.cumsum", ["input"], {"axis": Attr("int")}, infer=lambda op: [t(op)],
           category="any", doc="inclusive cumulative sum along axis.")
+
+
+def _infer_sort(op):
+    x = t(op)
+    if x.rank == 0:
+        raise QirError(f"{op.name} wants rank >= 1, got {x}")
+    axis = norm_axis(op.attr("axis"), x.rank)
+    if x.is_quantized and x.quant.axis is not None:
+        raise QirError(f"{op.name} on a per-axis quantized tensor is not supported")
+    shape = list(x.shape)
+    if op.name == "qir.topk":
+        k = op.attr("k")
+        if not 0 <= k <= shape[axis]:
+            raise QirError(f"topk k={k} is out of range for dim {axis} of {x}")
+        shape[axis] = k
+    return [TensorType(tuple(shape), x.elem), TensorType(tuple(shape), "i64")]
+
+
+define_op("qir.sort", ["input"], {"axis": Attr("int", -1), "descending": Attr("bool", False)},
+          infer=_infer_sort, num_results=2, category="any",
+          doc="values sorted along axis and their indices (i64); stable: equal values keep "
+              "their order. NaN sorts above every number.")
+define_op("qir.topk", ["input"], {"k": Attr("int"), "axis": Attr("int", -1),
+                                  "largest": Attr("bool", True)},
+          infer=_infer_sort, num_results=2, category="any",
+          doc="the k largest (or smallest) values along axis, in sorted order, and their "
+              "indices (i64): the first k of a stable sort.")

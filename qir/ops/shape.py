@@ -214,3 +214,36 @@ define_op("qir.tril", ["input"], {"diagonal": Attr("int", 0)}, infer=_infer_tri,
           category="any", doc="Zero the elements above the diagonal (last two dims).")
 define_op("qir.triu", ["input"], {"diagonal": Attr("int", 0)}, infer=_infer_tri,
           category="any", doc="Zero the elements below the diagonal (last two dims).")
+
+
+SCATTER_REDUCTIONS = ("none", "add", "mul", "max", "min")
+
+
+def _infer_scatter(op):
+    x, idx, upd = t(op, 0), t(op, 1), t(op, 2)
+    axis = norm_axis(op.attr("axis"), x.rank)
+    if idx.elem not in ("i64", "i32"):
+        raise QirError(f"scatter indices must be i64 or i32, got {idx}")
+    if idx.shape != upd.shape:
+        raise QirError(f"scatter indices {idx} and updates {upd} must have one shape")
+    if idx.rank != x.rank or any(i != d for k, (i, d) in enumerate(zip(idx.shape, x.shape))
+                                 if k != axis):
+        raise QirError(f"scatter indices {idx} must match the input {x} in every dim but "
+                       f"the axis ({axis})")
+    if str(upd.elem) != str(x.elem):
+        raise QirError(f"scatter updates {upd} must have the input's element type {x.elem}")
+    if x.is_quantized:
+        raise QirError("scatter on a quantized tensor is not supported")
+    return [x]
+
+
+define_op("qir.scatter", ["input", "indices", "updates"],
+          {"axis": Attr("int"),
+           "reduce": Attr("str", "none", choices=SCATTER_REDUCTIONS,
+                          doc="none: the update replaces; add, mul, max, min combine")},
+          infer=_infer_scatter, category="any",
+          doc="ONNX ScatterElements / torch scatter: out = input; then for every position i "
+              "of indices in row-major order, out at i with the axis coordinate replaced by "
+              "indices[i] becomes updates[i] (or reduce(out, updates[i])). Indices match the "
+              "input in every other dim; negative indices count from the end; a later "
+              "update to the same place wins.")

@@ -29,13 +29,23 @@ OPS = ["abs", "acos", "acosh", "amax", "amin", "argmax", "argmin", "asin", "asin
        "nn.functional.silu", "permute", "pow", "prod", "reciprocal", "remainder", "repeat",
        "reshape", "roll", "round", "rsqrt", "sigmoid", "sign", "sin", "sinh", "softmax",
        "split", "sqrt", "squeeze", "sum", "tan", "tanh", "transpose", "tril",
-       "triu", "trunc", "unbind", "unsqueeze", "where"]
+       "triu", "trunc", "unbind", "unsqueeze", "where",
+       # writes at computed places, sorting, 3-d pooling, distances, grid sampling
+       "scatter", "scatter_add", "scatter_reduce.sum", "scatter_reduce.prod",
+       "scatter_reduce.mean", "scatter_reduce.amax", "scatter_reduce.amin", "index_put",
+       "masked_scatter", "nn.functional.embedding_bag", "sort", "argsort", "msort", "topk",
+       "nn.functional.max_pool3d", "nn.functional.avg_pool3d",
+       "nn.functional.adaptive_avg_pool3d", "cdist", "nn.functional.pdist",
+       "nn.functional.grid_sample", "nn.functional.batch_norm"]
 # (op, sample index): known not to import, and why
 TRIES = 128  # samples looked at per op (some lead with many 0-d inputs)
 
 
 def _skipped(sample) -> bool:
-    """0-d inputs, and zero-size tensors anywhere (qir has none)."""
+    """0-d inputs, zero-size tensors anywhere (qir has none), and pooling asked for its
+    indices (qir computes the values only)."""
+    if sample.kwargs.get("return_indices"):
+        return True
     tensors = [sample.input, *[a for a in sample.args if isinstance(a, torch.Tensor)],
                *[a for a in sample.kwargs.values() if isinstance(a, torch.Tensor)]]
     return sample.input.dim() == 0 or any(t.numel() == 0 for t in tensors)
@@ -45,7 +55,13 @@ def _skipped(sample) -> bool:
 def op_db() -> dict[str, object]:
     from torch.testing._internal.common_methods_invocations import op_db as db
 
-    return {o.name: o for o in db if o.name in OPS}
+    by_name = {}
+    for o in db:  # "scatter_reduce.sum" names a variant; a plain name its first entry
+        full = f"{o.name}.{o.variant_test_name}" if o.variant_test_name else o.name
+        for key in (full, o.name):
+            if key in OPS:
+                by_name.setdefault(key, o)
+    return by_name
 
 
 class OneOp(torch.nn.Module):

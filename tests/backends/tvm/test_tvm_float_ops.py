@@ -88,6 +88,8 @@ def test_integer_arithmetic_wraps_and_divides_toward_zero():
     expo = np.array([10, 3, 0, 4, 31, 7, 22, 30], np.int32)
     cases = [case(n, a8, b8) for n in ("qir.add", "qir.sub", "qir.mul", "qir.maximum",
                                        "qir.minimum", "qir.div")]
+    cases += [case(n, x, y) for n in ("qir.fmod", "qir.remainder")
+              for x, y in ((a, b), (b, a), (a8, b8), (u, v))]
     cases += [case("qir.div", a, b), case("qir.div", u, v), case("qir.pow", base, expo),
               case("qir.pow", randint(-3, 3, 16, seed=7), randint(0, 9, 16, seed=8)),
               case("qir.neg", a8), case("qir.abs", a8)]
