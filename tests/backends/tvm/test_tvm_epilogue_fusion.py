@@ -171,10 +171,12 @@ def test_fused_linear_chains_lower_for_vnni_on_any_cpu():
     assert len(fused(names)) == 4 and any(n.startswith("qir_vdense") for n in names), names
 
 
-def test_which_convs_take_the_fused_direct_kernel():
+@pytest.mark.parametrize("family", ["avx2", pytest.param("vnni", marks=needs_vnni)])
+def test_which_convs_take_the_fused_direct_kernel(family):
     """Strided rows of output (not pixels), yes; the rest lower unfused, still exact:
-    stride 2 along rows of pixels, 3-pixel rows, an input too big for the direct kernel
-    (kernels/conv.py DIRECT_MAX_INPUT)."""
+    stride 2 along rows of pixels, 3-pixel rows. An input too big to stay in cache
+    (kernels/conv.py DIRECT_MAX_INPUT) takes the direct kernel with VNNI (its band of
+    rows stays in cache while every channel tile uses it), not with AVX2."""
     s2_rows = conv((1, 8, 12, 16), 8, 3, "i8", -128, seed=20)
     s2_rows["attrs"]["stride"] = [2, 1]
     specs = [chain(s2_rows, seed=21),
@@ -183,10 +185,13 @@ def test_which_convs_take_the_fused_direct_kernel():
              chain(conv((1, 8, 6, 3), 8, 3, "i8", -128, seed=24), seed=25),
              chain(conv((1, 64, 24, 24), 16, 1, "i8", -128, seed=26, pad=[0] * 4), seed=27)]
     module, inputs = chain_module(specs)
-    names = relax_kernels(module)
-    assert len(fused(names)) == 1, names
-    assert len([n for n in names if n.startswith("qir_conv")]) == 3, names
-    compare(module, inputs)
+    target = family_target(family)
+    names = relax_kernels(module, target)
+    direct = 2 if family == "vnni" else 1
+    assert len(fused(names)) == direct, names
+    assert len([n for n in names if n.startswith("qir_conv")]) == 4 - direct, names
+    if runs_here(family):
+        compare(module, inputs, target=target)
 
 
 def test_what_must_not_fuse():

@@ -136,3 +136,14 @@ def test_vnni_kernels_exact_on_this_cpu():
     assert len([n for n in kernels_used(module) if n.startswith(("qir_vconv", "qir_vdense"))]
                ) == 4
     compare(module, inputs)
+
+
+@pytest.mark.skipif(not has_vnni(llvm_target()), reason="this CPU has no VNNI (vpdpbusd)")
+def test_large_inputs_take_the_direct_kernel_in_row_bands_bit_exact():
+    """An input larger than the cache (kernels/conv.py DIRECT_MAX_INPUT) takes the VNNI
+    direct kernel with its tiles ordered row band first; exact, odd sizes included."""
+    specs = [conv((1, 32, 40, 40), 24, 3, "i8", -5, seed=40),
+             conv((1, 48, 30, 37), 20, 3, "u8", 130, seed=41, pad=[1, 0, 2, 1])]
+    module, inputs = ops_module(specs)
+    assert [n.split("_")[1] for n in kernels_used(module)] == ["vconv", "vconv"]
+    compare(module, inputs)
