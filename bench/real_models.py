@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.real_models import torchvision_models
+from tests.real_models import SentenceEmbedder, torchvision_models
 
 MODELS = ("resnet18", "mobilenet_v2")
 IMAGE = (3, 224, 224)
@@ -53,7 +53,6 @@ def _minilm():
     import importlib.util
 
     import torch
-    import torch.nn.functional as F
 
     torchvision_models()  # transformers imports torchvision when it is installed
     import transformers
@@ -67,17 +66,7 @@ def _minilm():
             hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
             intermediate_size=1536), add_pooling_layer=False)
 
-    class Embed(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask):
-            h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            return F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
-
-    return Embed().eval()
+    return SentenceEmbedder(bert).eval()
 
 
 def _token_inputs(seed: int):

@@ -61,6 +61,22 @@ class RealModel:
         return model.eval(), inputs
 
 
+class SentenceEmbedder(torch.nn.Module):
+    """A sentence-transformer: the encoder's last hidden state mean-pooled over the
+    attention mask, then F.normalize (all-MiniLM-L6-v2's pooling)."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.bert = encoder
+
+    def forward(self, input_ids, attention_mask):
+        import torch.nn.functional as F
+
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        return F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+
 def random_like(t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """A random input shaped and typed like `t` (token ids below the configs' vocabulary
     of 100): calibration and held-out data."""

