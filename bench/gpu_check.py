@@ -188,6 +188,59 @@ def pack_suite(name: str, work: Path, models: Path, target: str) -> list[dict]:
     return infos
 
 
+class _Leaves:
+    """A model whose outputs are a flat tuple of tensors (torch.export cannot save
+    torch.return_types such as sort's)."""
+
+    def __new__(cls, model):
+        import torch
+
+        class Leaves(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, *args):
+                return tuple(torch.utils._pytree.tree_leaves(self.model(*args)))
+
+        return Leaves().eval()
+
+
+def pack_writes(work: Path, models: Path, target: str) -> list[dict]:
+    """The last Core ATen ops (tests/frontends/test_import_writes.py: scatters, index_put,
+    embedding bags, fold, sort / topk, 3-d pooling, distances, grid sampling), float
+    builds against the interpreter (integer outputs such as sort's indices exactly, float
+    ones within FLOAT_RTOL), and an int8 model with grid_sample and scatter-add islands
+    bit for bit."""
+    import torch
+
+    from tests.frontends import test_import_writes as writes
+
+    infos = []
+    cases = {name: (model, args, None) for name, (model, args) in writes.MODELS.items()}
+    model, args = writes.grid_scatter_int8()
+    cases["grid_scatter_int8"] = (model, args, writes.grid_scatter_calib)
+    for name, (model, args, calib_of) in cases.items():
+        pt2, out = work / f"writes-{name}.pt2", work / f"writes-{name}"
+        torch.export.save(torch.export.export(_Leaves(model), tuple(args)), pt2)
+        names = load_export_args(pt2)
+        if calib_of is None:
+            _qir("compile", str(pt2), "--target", target, "-o", str(out))
+        else:
+            calib = work / f"writes-{name}-calib.npz"
+            samples = [calib_of(seed) for seed in range(4)]
+            np.savez(calib, **{a: np.stack([s[i] for s in samples])
+                               for i, a in enumerate(names)})
+            _qir("compile", str(pt2), "--int8", "--calib", str(calib), "--target", target,
+                 "-o", str(out))
+        feeds = [{a: t.numpy() for a, t in zip(names, args)}]
+        infos.append(_save(models / f"writes-{name}", out,
+                           {"model": name, "scheme": "int8" if calib_of else "float",
+                            "batch": None, "check": "exact" if calib_of else "mixed",
+                            "timed": False}, feeds, _interpret(out, feeds)))
+    return infos
+
+
 def load_export_args(pt2: Path) -> list[str]:
     """The user input names of a torch.export archive (what --calib keys are)."""
     from frontends import load_model_file_with_examples
@@ -261,7 +314,7 @@ def size_of(path: Path) -> int:
 
 
 def pack(out: Path, zoo: list[str], real: list[str], target: str = "cuda",
-         wheels: bool = True, suite: tuple[str, ...] = ()) -> None:
+         wheels: bool = True, suite: tuple[str, ...] = (), writes: bool = False) -> None:
     graph = target.startswith("cuda")
     if out.exists():
         shutil.rmtree(out)
@@ -278,6 +331,9 @@ def pack(out: Path, zoo: list[str], real: list[str], target: str = "cuda",
         for name in suite:
             print(f"pack: {name} (real-architecture suite)", flush=True)
             entries += pack_suite(name, work, models, target)
+        if writes:
+            print("pack: the last Core ATen ops (scatter, sort, grid_sample, ...)", flush=True)
+            entries += pack_writes(work, models, target)
         for name in real:
             for batch in REAL_BATCHES:
                 print(f"pack: {name} batch {batch}", flush=True)
@@ -321,12 +377,14 @@ def _unflatten(z) -> list[dict]:
 
 
 def compare(got: dict, want: dict, check: str, order: list[str] | None) -> dict:
-    """What differs: exact (every integer and float bit) or float (relative 1e-4)."""
+    """What differs: exact (every integer and float bit), float (relative 1e-4), or
+    mixed (integer outputs exact, float ones relative 1e-4)."""
     result = {"ok": True}
     bad = []
     for key, w in want.items():
         g = np.asarray(got[key])
-        if check == "exact":
+        exact = check == "exact" or (check == "mixed" and w.dtype.kind in "biu")
+        if exact:
             if g.shape != w.shape or not np.array_equal(g.view(np.uint8) if g.dtype.kind == "f"
                                                         else g, w.view(np.uint8) if
                                                         w.dtype.kind == "f" else w):
@@ -542,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("--suite", nargs="*", default=[], help="models of the real-architecture "
                     "suite (tests/real_models.py) at their test sizes; 'all' for every one "
                     "that is not marked slow")
+    pk.add_argument("--writes", action="store_true", help="the last Core ATen ops' models "
+                    "(tests/frontends/test_import_writes.py): scatter, sort, grid_sample, ...")
     pk.add_argument("--target", default="cuda", help="cuda (default), cuda:<arch>, or llvm "
                     "(to try the whole check on this machine's CPU)")
     pk.add_argument("--no-wheels", action="store_true",
@@ -561,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
                  else args.suite)
         pack(Path(args.output), sorted(ZOO) if args.zoo is None else args.zoo,
              list(MODELS) if args.real is None else args.real, args.target,
-             not args.no_wheels, tuple(suite))
+             not args.no_wheels, tuple(suite), args.writes)
         return 0
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return run(Path(args.pack), Path(args.output) if args.output else None, args.repeat)

@@ -311,9 +311,21 @@ def _loadable_here(mod: tvm.runtime.Module) -> bool:
     return all(m.is_runnable() for m in mod._collect_from_import_tree(lambda m: True))
 
 
+def enable_extras() -> None:
+    """Load TVM's runtime extras (libtvm_runtime_extra: the sort library that sort and
+    top-k call) where TVM runs as its runtime alone, which does not load them itself.
+    With the compiler they are already there."""
+    if tvm_ffi.get_global_func("tvm.contrib.sort.argsort", allow_missing=True) is not None:
+        return
+    lib = os.path.join(os.path.dirname(tvm.__file__), "lib", "libtvm_runtime_extra.so")
+    if os.path.exists(lib):
+        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+
+
 def load(path: str) -> Compiled:
     """Load a library written by `Compiled.export_library`."""
     path = str(path)
+    enable_extras()
     try:
         mod = tvm.runtime.load_module(path)
     except Exception as e:  # noqa: BLE001

@@ -59,6 +59,30 @@ class BatchStats(nn.Module):
         return self.no_stats(x), F.batch_norm(x, None, None, training=True)
 
 
+class GridScatter(nn.Module):
+    """Convs around a grid_sample and a scatter-add: int8 with float islands."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3)
+
+    def forward(self, x, g):
+        y = F.grid_sample(torch.relu(self.a(x)), g, align_corners=False)
+        y = self.b(y)
+        flat = y.flatten(1)
+        return torch.scatter_add(flat, 1, (flat.abs() * 7).long().clamp(max=flat.shape[1] - 1), flat)
+
+
+def grid_scatter_int8():
+    """The model and its example inputs (also packed by bench.gpu_check --writes)."""
+    return GridScatter().eval(), (randn(1, 3, 12, 12), randn(1, 10, 10, 2, seed=1) * 0.9)
+
+
+def grid_scatter_calib(seed: int):
+    return (randn(1, 3, 12, 12, seed=seed).numpy(), (randn(1, 10, 10, 2, seed=seed + 9) * 0.9).numpy())
+
+
 def _models():
     img = randn(2, 4, 9, 9)
     vol = randn(2, 3, 8, 9, 7)
@@ -131,26 +155,11 @@ def test_grid_sample_and_scatter_stay_float_islands_in_an_int8_model():
     from backends.tvm import build
     from passes import PassContext, PassManager
 
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3)
-
-        def forward(self, x, g):
-            y = F.grid_sample(torch.relu(self.a(x)), g, align_corners=False)
-            y = self.b(y)
-            flat = y.flatten(1)
-            return torch.scatter_add(flat, 1, (flat.abs() * 7).long().clamp(max=flat.shape[1] - 1), flat)
-
-    model = M().eval()
-    args = (randn(1, 3, 12, 12), randn(1, 10, 10, 2, seed=1) * 0.9)
+    model, args = grid_scatter_int8()
     module = check(model, args, "export")
     float_module = check(model, args, "export")
     names = [a.name for a in module.main.args]
-    calib = [dict(zip(names, (randn(1, 3, 12, 12, seed=s).numpy(),
-                              (randn(1, 10, 10, 2, seed=s + 9) * 0.9).numpy())))
-             for s in range(4)]
+    calib = [dict(zip(names, grid_scatter_calib(s))) for s in range(4)]
     PassManager("int8", ctx=PassContext(calibration_data=calib, progress=False)).run(module)
     kinds = {op.name for op in module.main.ops}
     assert "qir.qconv2d" in kinds and "qir.scatter" in kinds, kinds

@@ -80,3 +80,29 @@ def test_gpu_check_packs_and_runs_on_this_cpu(tmp_path):
     assert sorted(report["entries"]) == ["mlp-float", "mlp-int8", "mlp-int8-probes"]
     assert all(e["ok"] for e in report["entries"].values())
     assert "| mlp-int8 | bit-exact vs numpy | pass |" in proc.stdout
+
+
+def test_sort_runs_with_tvm_runtime_alone(runtime, tmp_path):
+    """Sort and top-k call TVM's sort library (in libtvm_runtime_extra, which the runtime
+    alone does not load by itself): an artifact using them still runs."""
+    import torch
+
+    from qir.cli import main
+
+    class SortTopk(torch.nn.Module):
+        def forward(self, x):
+            return torch.sort(x, dim=1)[0], torch.topk(x, 2)[1]
+
+    x = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
+    torch.export.save(torch.export.export(SortTopk(), (x,)), tmp_path / "m.pt2")
+    out = tmp_path / "out"
+    assert main(["compile", str(tmp_path / "m.pt2"), "--target", "llvm", "-o", str(out),
+                 "--no-progress"]) == 0
+    np.savez(tmp_path / "in.npz", x=x.numpy())
+    got = python(["-m", "qir", "run", str(out), "--inputs", str(tmp_path / "in.npz"), "-o",
+                  str(tmp_path / "got.npz")], [runtime])
+    assert got.returncode == 0, got.stderr
+    g = np.load(tmp_path / "got.npz")
+    values, indices = (g[k] for k in g)
+    np.testing.assert_array_equal(values, np.sort(x.numpy(), axis=1))
+    np.testing.assert_array_equal(indices, torch.topk(x, 2)[1].numpy())
