@@ -215,9 +215,14 @@ def pack_writes(work: Path, models: Path, target: str) -> list[dict]:
     import torch
 
     from tests.frontends import test_import_writes as writes
+    from tests.frontends.helpers import Fn
 
     infos = []
     cases = {name: (model, args, None) for name, (model, args) in writes.MODELS.items()}
+    ties = torch.randint(-3, 4, (6, 40), generator=torch.Generator().manual_seed(3)).float()
+    cases["sort_ties"] = (Fn(lambda x: (  # stable: equal values keep their order
+        *torch.sort(x, dim=1, stable=True), torch.topk(x, 5)[1],
+        x.argsort(dim=0, descending=True, stable=True))), (ties,), None)
     model, args = writes.grid_scatter_int8()
     cases["grid_scatter_int8"] = (model, args, writes.grid_scatter_calib)
     for name, (model, args, calib_of) in cases.items():
@@ -567,7 +572,8 @@ def markdown(report: dict, entries: list[dict]) -> str:
         result = "error" if "error" in rec else ("pass" if rec.get("ok") else "FAIL")
         if rec.get("checks") and "max_rel_err" in rec["checks"][0]:
             result += f" (max rel err {rec['checks'][0]['max_rel_err']:.1e})"
-        check = "bit-exact vs numpy" if info["check"] == "exact" else "vs torch, 1e-4"
+        check = {"exact": "bit-exact vs numpy", "float": "vs torch, 1e-4",
+                 "mixed": "vs numpy: integers exact, floats 1e-4"}[info["check"]]
         lines.append(f"| {info['dir']} | {check} | {result} | {_ms(rec.get('qir_ms'))} |")
     columns = ("torch fp32 eager", "torch fp16 eager", "torch fp32 CUDA graph",
                "torch fp16 CUDA graph")

@@ -118,9 +118,23 @@ def schedule_kernel(func: tirx.PrimFunc, name: str, target: tvm.target.Target,
                         + "; ".join(failures or ["no rule matched"]))
 
 
+def binds_threads(func: tirx.PrimFunc) -> bool:
+    """Whether a kernel already launches its own threads (TVM's GPU implementations
+    written with the IR builder, such as scatter_elements): it needs no schedule."""
+    found = []
+
+    def visit(node) -> None:
+        if node.attr_key == "thread_extent":
+            found.append(node)
+
+    tvm_ffi.structural_walk(func.body, [(tirx.AttrStmt, visit)], order="post")
+    return bool(found)
+
+
 @module_pass(opt_level=0, name="QirGpuSchedule")
 class ScheduleForGpu:
-    """Give every unscheduled PrimFunc the first dlight GPU schedule that applies."""
+    """Give every unscheduled PrimFunc the first dlight GPU schedule that applies (those
+    that bind their own threads are left as they are)."""
 
     def __init__(self, target: tvm.target.Target, used: list[str] | None = None):
         self.target = target
@@ -130,7 +144,7 @@ class ScheduleForGpu:
         updated = {}
         for gvar, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc) or func.attrs is not None and int(
-                    func.attrs.get("tirx.is_scheduled", 0)) == 1:
+                    func.attrs.get("tirx.is_scheduled", 0)) == 1 or binds_threads(func):
                 continue
             sch = schedule_kernel(func, gvar.name_hint, self.target, self.used)
             updated[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)

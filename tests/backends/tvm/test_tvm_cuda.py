@@ -96,3 +96,26 @@ def test_int8_matmul_above_the_tensor_core_threshold_builds(tmp_path):
     if HAS_GPU:
         np.testing.assert_array_equal(c.run(inputs)[module.main.outputs[0].name],
                                       run(module, inputs)[module.main.outputs[0].name])
+
+
+@pytest.mark.parametrize("name", ["scatter", "index_put", "embedding_bag_mean", "fold",
+                                  "sort_topk"])
+def test_scatter_and_sort_build_for_cuda(name):
+    """TVM's GPU scatter and sort launch their own threads: they are taken as they are
+    (no dlight rule applies to them), and sort does not call the CPU sort library."""
+    from tests.frontends.helpers import check
+    from tests.frontends.test_import_writes import MODELS
+
+    model, args = MODELS[name]
+    c = build(check(model, args, "export"), "cuda")
+    if c.device_code:
+        assert "__global__" in c.device_code[0][0]
+    if HAS_GPU:
+        module = check(model, args, "export")
+        inputs = [a.numpy() for a in args]
+        want, got = run(module, inputs), c.run(inputs)
+        for key, w in want.items():
+            if w.dtype.kind in "biu":
+                np.testing.assert_array_equal(got[key], w, err_msg=key)
+            else:
+                np.testing.assert_allclose(got[key], w, rtol=0, atol=RTOL * np.abs(w).max())
