@@ -1,9 +1,9 @@
 """Imports every built-in pass module (each registers itself) and names the default
 pipelines."""
 
-from passes import (calibrate, canonicalize, fold_batchnorm, fuse_activations,  # noqa: F401
-                    fuse_requantize, insert_observers, lower_to_integer, propagate_scales,
-                    quantize)
+from passes import (calibrate, canonicalize, decompose_attention,  # noqa: F401
+                    fold_batchnorm, fuse_activations, fuse_requantize, insert_observers,
+                    lower_to_integer, propagate_scales, quantize)
 from passes import (bias_correction, dynamic_quant, equalize, fp8,  # noqa: F401,E402
                     mixed_precision, quantize_bias, smoothquant,
                     weight_only)  # methods: docs/methods.md
@@ -11,8 +11,9 @@ from passes.registry import PIPELINES
 
 PIPELINES.update({
     "optimize": "canonicalize,fold-batchnorm,fuse-activations,canonicalize",
-    "int8": ("canonicalize,fold-batchnorm,fuse-activations,insert-observers,calibrate,"
-             "quantize,propagate-scales,lower-to-integer,fuse-requantize,canonicalize"),
+    "int8": ("canonicalize,fold-batchnorm,fuse-activations,decompose-attention,"
+             "insert-observers,calibrate,quantize,propagate-scales,lower-to-integer,"
+             "fuse-requantize,canonicalize"),
 })
 
 # Methods beyond plain int8 (docs/methods.md).
@@ -22,9 +23,10 @@ PIPELINES.update({
     "w4a16": f"{_FRONT},weight-only{{bits=4,group-size=128}},canonicalize",
     "w8a16": f"{_FRONT},weight-only{{bits=8,group-size=0}},canonicalize",
     "fp8-e4m3": f"{_FRONT},insert-observers,calibrate,fp8{{format=e4m3}},canonicalize",
-    "int8-smooth": f"{_FRONT},smoothquant,insert-observers,calibrate,quantize,{_TAIL}",
+    "int8-smooth": f"{_FRONT},decompose-attention,smoothquant,insert-observers,calibrate,quantize,{_TAIL}",
     "int8-dynamic": f"{_FRONT},dynamic-quant,canonicalize",
-    "int8-dfq": ("canonicalize,fold-batchnorm,equalize,fuse-activations,insert-observers,"
+    "int8-dfq": ("canonicalize,fold-batchnorm,equalize,fuse-activations,decompose-attention,"
+                 "insert-observers,"
                  f"calibrate,bias-correction,quantize,{_TAIL}"),
     "int8-qat": ("canonicalize,fuse-activations,propagate-scales,quantize-bias,"
                  "lower-to-integer,fuse-requantize,canonicalize"),

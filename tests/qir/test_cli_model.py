@@ -60,7 +60,7 @@ def test_import_run_quantize_run(tmp_path, capsys):
     ops = {op.name for op in q.main.ops}
     assert {"qir.qconv2d", "qir.requantize"} <= ops and "qir.conv2d" not in ops
     stages = sorted(p.name for p in (tmp_path / "stages").glob("*.qir"))
-    assert stages[0] == "00-import.qir" and stages[-1] == "10-canonicalize.qir"
+    assert stages[0] == "00-import.qir" and stages[-1] == "11-canonicalize.qir"
     assert len(stages) == 11
 
     assert main(["run", str(tmp_path / "q.qir"), "--inputs", str(tmp_path / "in.npz"),
