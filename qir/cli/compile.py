@@ -170,7 +170,7 @@ def scheme_pipeline(args) -> str:
     if scheme != "int8":
         return {"w4a16": "w4a16", "w8a16": "w8a16", "fp8": "fp8-e4m3",
                 "dynamic": "int8-dynamic"}[scheme]
-    front = "canonicalize,fold-batchnorm,fuse-activations"
+    front = "canonicalize,fold-batchnorm,fuse-activations,decompose-attention"
     if args.smoothquant:
         front += ",smoothquant"
     observe = ("insert-observers" if min_sqnr is None

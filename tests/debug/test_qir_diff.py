@@ -56,9 +56,9 @@ def test_one_scale_changed(name, quantized_zoo, capsys, tmp_path):
 def test_calibrate_to_quantize_stages(name, quantized_zoo, capsys):
     """Observers go, quantize/dequantize pairs come, conv/linear get new operands."""
     q = quantized_zoo(name)
-    before = qir.load(q.stages / "05-calibrate.qir")
+    before = qir.load(q.stages / "06-calibrate.qir")
     observers = [op for op in before.main.ops if op.name == "qir.observe"]
-    code, out, _ = diff(capsys, q.stages / "05-calibrate.qir", q.stages / "06-quantize.qir")
+    code, out, _ = diff(capsys, q.stages / "06-calibrate.qir", q.stages / "07-quantize.qir")
     assert code == 1
     removed = [line for line in out.splitlines() if line.startswith("- %")]
     assert sum("= qir.observe" in line for line in removed) == len(observers)
@@ -67,8 +67,8 @@ def test_calibrate_to_quantize_stages(name, quantized_zoo, capsys):
     added = [line for line in out.splitlines() if line.startswith("+ %")]
     assert sum("= qir.quantize" in line for line in added) > 0
     assert any(line.startswith("~ %") and "qir.conv2d" in line for line in out.splitlines())
-    code, stat, _ = diff(capsys, "--stat", q.stages / "05-calibrate.qir",
-                         q.stages / "06-quantize.qir")
+    code, stat, _ = diff(capsys, "--stat", q.stages / "06-calibrate.qir",
+                         q.stages / "07-quantize.qir")
     assert code == 1
     row = next(line for line in stat.splitlines() if line.startswith("qir.observe"))
     assert row.split() == ["qir.observe", "0", str(len(observers)), "0"]
@@ -81,8 +81,8 @@ def test_calibrate_to_quantize_stages(name, quantized_zoo, capsys):
 @pytest.mark.parametrize("name", MODELS)
 def test_insert_observers_to_calibrate_changes_attributes(name, quantized_zoo, capsys):
     q = quantized_zoo(name)
-    code, out, _ = diff(capsys, q.stages / "04-insert-observers.qir",
-                        q.stages / "05-calibrate.qir")
+    code, out, _ = diff(capsys, q.stages / "05-insert-observers.qir",
+                        q.stages / "06-calibrate.qir")
     assert code == 1
     lines = out.splitlines()[2:]
     assert not [line for line in lines if line.startswith(("+", "-"))]  # the same ops
@@ -163,7 +163,7 @@ def test_parse_error_and_missing_file_exit_2(quantized_zoo, capsys, tmp_path):
 
 def test_color(quantized_zoo, capsys, monkeypatch):
     q = quantized_zoo("functional_net")
-    a, b = q.stages / "05-calibrate.qir", q.stages / "06-quantize.qir"
+    a, b = q.stages / "06-calibrate.qir", q.stages / "07-quantize.qir"
     assert "\x1b[31m- " in diff(capsys, "--color=always", a, b)[1]
     assert "\x1b[" not in diff(capsys, "--color=never", a, b)[1]
     assert "\x1b[" not in diff(capsys, a, b)[1]  # captured: not a terminal

@@ -61,7 +61,7 @@ def test_import_run_quantize_run(tmp_path, capsys):
     assert {"qir.qconv2d", "qir.requantize"} <= ops and "qir.conv2d" not in ops
     stages = sorted(p.name for p in (tmp_path / "stages").glob("*.qir"))
     assert stages[0] == "00-import.qir" and stages[-1] == "11-canonicalize.qir"
-    assert len(stages) == 11
+    assert len(stages) == 12
 
     assert main(["run", str(tmp_path / "q.qir"), "--inputs", str(tmp_path / "in.npz"),
                  "-o", str(tmp_path / "qout.npz")]) == 0

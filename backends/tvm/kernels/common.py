@@ -19,17 +19,18 @@ the bias instead of centring x: the IR's semantics stay (x - zp) * w.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tvm
 from tvm import relax, te, tirx
 from tvm.target import codegen
 
-DOT_8X2 = "qir_dot_8x2"
-DOT_8X4 = "qir_dot_8x4"
+DOT_PAIRS = "qir_dot_pairs"
+DOT_QUADS = "qir_dot_quads"
 LANES = 8  # int32 lanes of a ymm register
 MAX_ROWS = 6  # accumulator rows of a tile: 6 x 2 ymm + 2 weights + 1 broadcast <= 16
+MAX_ROWS_ZMM = 12  # with 16-lane (zmm) dense tiles: 12 x 1 zmm of the 32, rows re-use a weight
 OP_PATTERN_OPAQUE = 8  # relax.transform.FuseOps leaves opaque calls alone
 PARALLEL_WORK = 1 << 20  # multiply-adds below which a kernel runs on one thread
 
@@ -41,6 +42,15 @@ def kernel_target() -> tvm.target.Target | None:
     if target is None or str(target.kind.name) != "llvm":
         return None
     return target if codegen.target_has_features("avx2", target) else None
+
+
+def has_zmm(target: tvm.target.Target | None, vnni: bool = False) -> bool:
+    """Whether `target` (an AVX2 kernel target) has AVX-512 for 16-lane int32 kernels
+    (with `vnni`: also 512-bit vpdpbusd / vpdpwssd)."""
+    if target is None or not all(codegen.target_has_features(f, target)
+                                 for f in ("avx512f", "avx512bw")):
+        return False
+    return not vnni or codegen.target_has_features("avx512vnni", target)
 
 
 def has_vnni(target: tvm.target.Target | None) -> bool:
@@ -55,13 +65,16 @@ def has_vnni(target: tvm.target.Target | None) -> bool:
 @dataclass(frozen=True)
 class Dot:
     """A kernel's multiply: AVX2 (`vnni` False: channel pairs of int16 x - zp,
-    int16 weights, dot_8x2) or VNNI (channel quads of uint8 x - storage_min, int8
-    weights, dot_8x4). `tensorize` False leaves the reduction as plain TIR (the
-    intrinsic's description): the VNNI layouts can then be checked, bit for bit, on a
-    CPU without VNNI."""
+    int16 weights, `dot_pairs`) or VNNI (channel quads of uint8 x - storage_min, int8
+    weights, `dot_quads`). `lanes`: int32 accumulators per vector, 8 (ymm) or 16 (zmm,
+    AVX-512); `dpwssd`: the pairs multiply-accumulate in one VNNI vpdpwssd. `tensorize`
+    False leaves the reduction as plain TIR (the intrinsic's description): the VNNI
+    layouts can then be checked, bit for bit, on a CPU without VNNI."""
 
     vnni: bool = False
     tensorize: bool = True
+    lanes: int = LANES
+    dpwssd: bool = False
 
     @property
     def group(self) -> int:
@@ -70,6 +83,12 @@ class Dot:
     @property
     def weight_dtype(self) -> str:
         return "int8" if self.vnni else "int16"
+
+    def intrinsic(self, b_dtype: str) -> str:
+        """The tensor intrinsic for b of `b_dtype` (the operand loaded as a vector)."""
+        if self.vnni:
+            return dot_quads(b_dtype, self.lanes)
+        return dot_pairs(b_dtype, self.lanes, self.dpwssd)
 
 
 AVX2 = Dot()
@@ -93,6 +112,18 @@ def choose_dot(w: np.ndarray, bias: np.ndarray, x_dtype: str, zp: int
     return AVX2, bias
 
 
+def widest(dot: Dot) -> Dot:
+    """`dot` on the widest vectors the target has: 16 lanes (zmm) with AVX-512 (512-bit
+    vpdpbusd for VNNI quads), and int16 pairs through vpdpwssd where VNNI has it."""
+    target = kernel_target()
+    if not dot.tensorize:
+        return dot
+    lanes = 16 if has_zmm(target, vnni=dot.vnni) else 8
+    dpwssd = not dot.vnni and (has_zmm(target, vnni=True) if lanes == 16
+                               else has_vnni(target))
+    return replace(dot, lanes=lanes, dpwssd=dpwssd)
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -106,12 +137,12 @@ def conv_out_hw(h: int, w: int, kh: int, kw: int, stride, padding, dilation
             (w + pl + pr - dilation[1] * (kw - 1) - 1) // stride[1] + 1)
 
 
-def row_tile(rows: int) -> int:
-    """Accumulator rows per tile: all of them up to MAX_ROWS, else the tile size that
+def row_tile(rows: int, most: int = MAX_ROWS) -> int:
+    """Accumulator rows per tile: all of them up to `most`, else the tile size that
     pads least (the larger on ties)."""
-    if rows <= MAX_ROWS:
+    if rows <= most:
         return rows
-    return min(range(MAX_ROWS, 3, -1), key=lambda r: (ceil_div(rows, r) * r, -r))
+    return min(range(most, 3, -1), key=lambda r: (ceil_div(rows, r) * r, -r))
 
 
 def zero_point_var() -> tirx.Var:
@@ -135,19 +166,19 @@ def centred_fits_int16(dtype: str, lo: int, hi: int, zp: int) -> bool:
     return dtype in ("int8", "uint8", "int16") and -(2**15) <= lo - zp and hi - zp < 2**15
 
 
-def _dot_desc(group: int, a_dtype: str, b_dtype: str):
-    """The description both dot intrinsics share: c[i] += sum_k a[k] * b[i, k] for
-    i < 8, k < group, in int32."""
+def _dot_desc(group: int, a_dtype: str, b_dtype: str, lanes: int):
+    """The description every dot intrinsic shares: c[i] += sum_k a[k] * b[i, k] for
+    i < lanes, k < group, in int32."""
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
     def desc(a: T.Buffer((group,), a_dtype, offset_factor=1),
-             b: T.Buffer((8, group), b_dtype, offset_factor=1),
-             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+             b: T.Buffer((lanes, group), b_dtype, offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(c[0:8], a[0:group], b[0:8, 0:group])
-            T.writes(c[0:8])
-            for i, k in T.grid(8, group):
+            T.reads(c[0:lanes], a[0:group], b[0:lanes, 0:group])
+            T.writes(c[0:lanes])
+            for i, k in T.grid(lanes, group):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
                     c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
@@ -156,73 +187,106 @@ def _dot_desc(group: int, a_dtype: str, b_dtype: str):
 
 
 @functools.cache
-def dot_8x2(b_dtype: str = "int8") -> str:
-    """Register the dot_8x2 tensor intrinsic for int8 (sign-extended) or int16 b (once,
-    on first use: TVMScript parsing is slow, see /work/shared/tvm-0.27-notes.md) and
-    return its name."""
+def dot_pairs(b_dtype: str = "int8", lanes: int = 8, dpwssd: bool = False) -> str:
+    """Register the pair dot intrinsic, c[i] += a[0] * b[i, 0] + a[1] * b[i, 1] for
+    i < lanes (8: ymm, 16: zmm), for int8 (sign-extended) or int16 b (once, on first
+    use: TVMScript parsing is slow, see /work/shared/tvm-0.27-notes.md) and return its
+    name: vpmaddwd + vpaddd, or with `dpwssd` one VNNI vpdpwssd (the same exact int32
+    sums: each pair sum is below 2^23 for int8 b)."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    @T.prim_func(s_tir=True)
-    def impl(a: T.Buffer((2,), "int16", offset_factor=1),
-             b: T.Buffer((8, 2), b_dtype, offset_factor=1),
-             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:8], a[0:2], b[0:8, 0:2])
-            T.writes(c[0:8])
-            # one expression: names bound here would become buffers allocated per call
-            c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "int16x2"),
-                                                        dtype="int32"), 8), dtype="int16x16"),
-                T.Cast("int16x16", b.vload([0, 0], f"{b_dtype}x16")), dtype="int32x8")
+    width = "512" if lanes == 16 else "256"
+    halves = f"int16x{2 * lanes}"
+    if dpwssd:
+        name = f"llvm.x86.avx512.vpdpwssd.{width}"
+    else:
+        name = "llvm.x86.avx512.pmaddw.d.512" if lanes == 16 else "llvm.x86.avx2.pmadd.wd"
 
-    name = f"{DOT_8X2}_{b_dtype}"
-    TensorIntrin.register(name, _dot_desc(2, "int16", b_dtype), impl, override=True)
-    return name
+    if dpwssd:
+        @T.prim_func(s_tir=True)
+        def impl(a: T.Buffer((2,), "int16", offset_factor=1),
+                 b: T.Buffer((lanes, 2), b_dtype, offset_factor=1),
+                 c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
+                T.writes(c[0:lanes])
+                c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(name), c.vload([0], f"int32x{lanes}"),
+                    T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "int16x2"),
+                                                            dtype="int32"), lanes),
+                                  dtype=halves),
+                    T.Cast(halves, b.vload([0, 0], f"{b_dtype}x{2 * lanes}")),
+                    dtype=f"int32x{lanes}")
+    else:
+        @T.prim_func(s_tir=True)
+        def impl(a: T.Buffer((2,), "int16", offset_factor=1),
+                 b: T.Buffer((lanes, 2), b_dtype, offset_factor=1),
+                 c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
+                T.writes(c[0:lanes])
+                # one expression: names bound here would become buffers allocated per call
+                c[T.ramp(T.int32(0), 1, lanes)] = c.vload(
+                    [0], f"int32x{lanes}") + T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(name),
+                    T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "int16x2"),
+                                                            dtype="int32"), lanes),
+                                  dtype=halves),
+                    T.Cast(halves, b.vload([0, 0], f"{b_dtype}x{2 * lanes}")),
+                    dtype=f"int32x{lanes}")
+
+    intrin = f"{DOT_PAIRS}_{b_dtype}_{lanes}{'_dpwssd' if dpwssd else ''}"
+    TensorIntrin.register(intrin, _dot_desc(2, "int16", b_dtype, lanes), impl, override=True)
+    return intrin
 
 
 @functools.cache
-def dot_8x4(vector_dtype: str) -> str:
-    """Register the dot_8x4 tensor intrinsic (vpdpbusd, ymm) and return its name.
-    `vector_dtype` is b's: "int8" (b the weights, a four uint8 activations broadcast:
-    dense) or "uint8" (b eight pixels' activations, a four int8 weights broadcast: the
-    direct conv kernel)."""
+def dot_quads(vector_dtype: str, lanes: int = 8) -> str:
+    """Register the quad dot intrinsic (vpdpbusd on ymm, or zmm with 16 lanes) and
+    return its name. `vector_dtype` is b's: "int8" (b the weights, a four uint8
+    activations broadcast: dense) or "uint8" (b the lanes' pixels' activations, a four
+    int8 weights broadcast: the direct conv kernel)."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
     a_dtype = "uint8" if vector_dtype == "int8" else "int8"
     broadcast_unsigned = a_dtype == "uint8"  # a static branch below: TVMScript folds it
+    name = f"llvm.x86.avx512.vpdpbusd.{512 if lanes == 16 else 256}"
+    quads = f"int8x{4 * lanes}"
 
     # vpdpbusd multiplies the unsigned bytes of its second operand by the signed bytes of
-    # its third; LLVM 22 types both as <32 x i8>
+    # its third; LLVM 22 types both as byte vectors
     @T.prim_func(s_tir=True)
     def impl(a: T.Buffer((4,), a_dtype, offset_factor=1),
-             b: T.Buffer((8, 4), vector_dtype, offset_factor=1),
-             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+             b: T.Buffer((lanes, 4), vector_dtype, offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(c[0:8], a[0:4], b[0:8, 0:4])
-            T.writes(c[0:8])
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
             if broadcast_unsigned:
-                c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
-                    c.vload([0], "int32x8"),
+                c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(name), c.vload([0], f"int32x{lanes}"),
                     T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{a_dtype}x4"),
-                                                            dtype="int32"), 8), dtype="int8x32"),
-                    T.reinterpret(b.vload([0, 0], f"{vector_dtype}x32"), dtype="int8x32"),
-                    dtype="int32x8")
+                                                            dtype="int32"), lanes),
+                                  dtype=quads),
+                    T.reinterpret(b.vload([0, 0], f"{vector_dtype}x{4 * lanes}"),
+                                  dtype=quads),
+                    dtype=f"int32x{lanes}")
             else:
-                c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
-                    c.vload([0], "int32x8"),
-                    T.reinterpret(b.vload([0, 0], f"{vector_dtype}x32"), dtype="int8x32"),
+                c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(name), c.vload([0], f"int32x{lanes}"),
+                    T.reinterpret(b.vload([0, 0], f"{vector_dtype}x{4 * lanes}"),
+                                  dtype=quads),
                     T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], f"{a_dtype}x4"),
-                                                            dtype="int32"), 8), dtype="int8x32"),
-                    dtype="int32x8")
+                                                            dtype="int32"), lanes),
+                                  dtype=quads),
+                    dtype=f"int32x{lanes}")
 
-    name = f"{DOT_8X4}_{vector_dtype}"
-    TensorIntrin.register(name, _dot_desc(4, a_dtype, vector_dtype), impl, override=True)
-    return name
+    intrin = f"{DOT_QUADS}_{vector_dtype}_{lanes}"
+    TensorIntrin.register(intrin, _dot_desc(4, a_dtype, vector_dtype, lanes), impl,
+                          override=True)
+    return intrin
 
 
 def unsigned_input(x: te.Tensor, offset: int, index, inside: list,

@@ -9,7 +9,7 @@ Two kernels, chosen by `conv2d`:
   int16 (channel pairs innermost, zero borders = zp padding); the weights at compile time
   into [G, O/G/16, C/G/2, KH, KW, 16, 2] int8. A tile of R output pixels along a row x 16
   output channels accumulates in 2R ymm registers over (channel pair, kh, kw) with
-  `dot_8x2` (vpmaddwd, common.py), then is written back to NCHW with the bias.
+  `dot_pairs` (vpmaddwd, common.py), then is written back to NCHW with the bias.
 - **depthwise** (groups == channels == outputs): no reduction over channels, so it
   vectorises over output pixels instead: xd[N, C, Hp, S, Wp/S] int16 (each row split
   into its S stride phases, so that a strided tap reads contiguous lanes), multiplied in
@@ -29,8 +29,7 @@ from tvm import relax, te, tirx
 from backends.tvm.common import R, const, dtype_of, shape_of
 from backends.tvm.kernels.common import (AVX2, LANES, PARALLEL_WORK, Dot, build_or_none,
                                          call_kernel, ceil_div, centred, centred_fits_int16,
-                                         choose_dot, conv_out_hw, dot_8x2, dot_8x4,
-                                         fits_int8,
+                                         choose_dot, conv_out_hw, dot_pairs, fits_int8,
                                          input_offset, kernel_func, kernel_target, row_tile,
                                          schedule_repack, unsigned_input, vectorize_inner,
                                          zero_point_var)
@@ -190,7 +189,7 @@ def _schedule_grouped(sch: tvm.s_tir.Schedule, rows: int, channels_inner: bool,
     _tile(sch, acc, [y], outer, (rc, rh, rw, owi, jq, ji, ri), parallel)
     sch.unroll(owi)
     sch.unroll(jq)
-    sch.tensorize(ji, dot_8x2())
+    sch.tensorize(ji, dot_pairs())
 
 
 # --- direct convolution, output pixels in lanes ----------------------------------------------
@@ -316,7 +315,7 @@ def _schedule_direct(sch: tvm.s_tir.Schedule, rows: int, parallel: bool,
     sch.unroll(oi)
     sch.unroll(hi)
     if dot.tensorize:
-        sch.tensorize(wi, dot_8x4("uint8") if dot.vnni else dot_8x2("int16"))
+        sch.tensorize(wi, dot.intrinsic("uint8" if dot.vnni else "int16"))
     for block in stores:
         vectorize_inner(sch, sch.get_loops(block)[-1], LANES)
 

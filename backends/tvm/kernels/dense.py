@@ -30,10 +30,11 @@ import tvm
 from tvm import relax, te, tirx
 
 from backends.tvm.common import R, const, dtype_of, shape_of
-from backends.tvm.kernels.common import (AVX2, LANES, PARALLEL_WORK, Dot, build_or_none,
-                                         call_kernel, ceil_div, centred, centred_fits_int16,
-                                         choose_dot, dot_8x2, dot_8x4, fits_int8,
+from backends.tvm.kernels.common import (AVX2, LANES, MAX_ROWS, MAX_ROWS_ZMM, PARALLEL_WORK,
+                                         Dot, build_or_none, call_kernel, ceil_div, centred,
+                                         centred_fits_int16, choose_dot, fits_int8,
                                          input_offset, kernel_func, kernel_target, row_tile,
+                                         widest,
                                          schedule_repack, unsigned_input, zero_point_var)
 from backends.tvm.kernels import gpu
 from backends.tvm.kernels.epilogue import Epilogue
@@ -59,7 +60,7 @@ def dense_func(m: int, n: int, k: int, x_dtype: str, epilogue: Epilogue | None =
     w, bias, epilogue inputs...) -> y[m, n], int32 or, with an epilogue, its stored
     values. With VNNI the bias must come with (zp - storage_min) * sum w taken off
     (common.vnni_bias)."""
-    rows, q = row_tile(m), dot.group
+    rows, q = row_tile(m, MAX_ROWS_ZMM if dot.lanes == 16 else MAX_ROWS), dot.group
     mp, kq, nt = ceil_div(m, rows) * rows, ceil_div(k, q), ceil_div(n, COLS)
     x = te.placeholder((m, k), x_dtype, name="x")
     zp = zero_point_var()
@@ -86,7 +87,8 @@ def dense_func(m: int, n: int, k: int, x_dtype: str, epilogue: Epilogue | None =
     parallel = m * n * k >= PARALLEL_WORK
     _schedule(sch, rows, parallel, "int8", with_epilogue=epilogue is not None, dot=dot)
     schedule_repack(sch, "xc", 0, parallel)
-    name = f"qir_{'vdense' if dot.vnni else 'dense'}_{x_dtype}_m{m}_n{n}_k{k}"
+    name = (f"qir_{'vdense' if dot.vnni else 'dense'}{'_zmm' if dot.lanes == 16 else ''}"
+            f"_{x_dtype}_m{m}_n{n}_k{k}")
     return kernel_func(sch.mod["main"], name + (f"_{epilogue.tag}" if epilogue else ""))
 
 
@@ -134,7 +136,7 @@ def _schedule(sch: tvm.s_tir.Schedule, rows: int, parallel: bool, b_dtype: str,
     stores = [y, sch.get_sblock("epilogue")] if with_epilogue else [y]
     *batch, i, t, j, ko, ki = sch.get_loops(acc)
     io, ii = sch.split(i, [None, rows])
-    jq, ji = sch.split(j, [None, LANES])
+    jq, ji = sch.split(j, [None, dot.lanes])
     sch.reorder(*batch, io, t, ko, ii, jq, ji, ki)
     for block in stores:
         sch.reverse_compute_at(block, t)
@@ -148,7 +150,7 @@ def _schedule(sch: tvm.s_tir.Schedule, rows: int, parallel: bool, b_dtype: str,
     sch.unroll(ii)
     sch.unroll(jq)
     if dot.tensorize:
-        sch.tensorize(ji, dot_8x4("int8") if dot.vnni else dot_8x2(b_dtype))
+        sch.tensorize(ji, dot.intrinsic("int8" if dot.vnni else b_dtype))
 
 
 def dense(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: int,
@@ -171,7 +173,7 @@ def dense(bb: relax.BlockBuilder, x: relax.Expr, x_range: tuple[int, int], zp: i
         return None
     b = np.zeros(n, np.int32) if bias is None else bias.astype(np.int32)
     dot, b = choose_dot(w, b, x_dtype, zp)
-    func = build_or_none(dense_func, m, n, k, x_dtype, epilogue, dot)
+    func = build_or_none(dense_func, m, n, k, x_dtype, epilogue, widest(dot))
     if func is None:
         return None
     x2 = bb.emit(R.reshape(x, (m, k))) if len(shape) != 2 else x
