@@ -1,7 +1,7 @@
 """What the kernels share: the target test, the dot-product intrinsics they tensorize
 with, tile-size choice, and the Relax call of a kernel.
 
-The micro-kernel of every kernel is `dot_8x2`: c[i] += a[0] * b[i, 0] + a[1] * b[i, 1]
+The micro-kernel of every kernel is `dot_pairs`: c[i] += a[0] * b[i, 0] + a[1] * b[i, 1]
 for i < 8, with a: two int16 activations (broadcast as one 32-bit word), b: sixteen int8
 weights (sign-extended to int16 by `vpmovsxbw`) or int16 values, and c: eight int32
 accumulators held in registers; one `vpmaddwd` + `vpaddd`. With |a| <= 2^15 and
@@ -9,7 +9,7 @@ accumulators held in registers; one `vpmaddwd` + `vpaddd`. With |a| <= 2^15 and
 saturate; int16 b must keep a pair sum below 2^31 (batch_matmul checks it).
 
 Where the CPU has VNNI (AVX512-VNNI with AVX512-VL, or AVX-VNNI), the dense and direct
-conv kernels use `dot_8x4` instead: c[i] += sum_k a[k] * b[i, k] over 4 steps, one of a
+conv kernels use `dot_quads` instead: c[i] += sum_k a[k] * b[i, k] over 4 steps, one of a
 and b uint8 and the other int8, one `vpdpbusd` on ymm registers (32 multiply-adds, no
 intermediate saturation: exact). The activations enter it as uint8, x - storage_min
 (x + 128 for int8), and the kernels subtract (zp - storage_min) * sum_k w[n, k] through

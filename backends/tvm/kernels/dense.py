@@ -9,15 +9,16 @@ output channels x 2 reduction steps contiguous; N and K zero-padded), bias [N] i
 Schedule (per kernel call):
 1. xc[Mp, Kp] = int16(x - zp), zero-padded to the row tile and to even K;
 2. a tile of R rows x 16 output channels (R <= 6, see common.row_tile) accumulates in
-   2R ymm registers over K/2 steps of `dot_8x2` (vpbroadcastd the activation pair,
-   vpmovsxbw 16 weights, vpmaddwd + vpaddd): two weight loads and R broadcasts for 4R
-   multiply-add instructions;
+   2R ymm registers over K/2 steps of `dot_pairs` (vpbroadcastd the activation pair,
+   vpmovsxbw 16 weights, vpmaddwd + vpaddd, or one vpdpwssd with VNNI): two weight
+   loads and R broadcasts for 4R multiply-add instructions. With AVX-512 (common.widest)
+   each row's 16 channels are one zmm accumulator and R <= 12;
 3. the tile is written out with the bias added, and with an epilogue (epilogue.py:
    requantize, residual qadd) stored as 8-bit values, vectorised over the tile's 16
    output channels. Tiles run in parallel.
 
 The batched matmul runs the same tiles per batch entry, with b repacked per call into
-int16 [batch, N/16, K/2, 16, 2] (centred) and `dot_8x2` loading it without sign
+int16 [batch, N/16, K/2, 16, 2] (centred) and `dot_pairs` loading it without sign
 extension.
 """
 

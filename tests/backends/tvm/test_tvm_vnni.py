@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tvm
 from test_tvm_kernels import conv, kernels_used, linear, ops_module
-from tvm_helpers import compare, randint, zoo_feeds, zoo_modules
+from tvm_helpers import compare, cpu_flags, randint, zoo_feeds, zoo_modules
 
 from backends.numpy import run
 from backends.tvm import build, llvm_target
@@ -147,3 +147,51 @@ def test_large_inputs_take_the_direct_kernel_in_row_bands_bit_exact():
     module, inputs = ops_module(specs)
     assert [n.split("_")[1] for n in kernels_used(module)] == ["vconv", "vconv"]
     compare(module, inputs)
+
+
+# --- AVX-512: 16-lane (zmm) dense tiles, and int16 pairs through vpdpwssd ---------------
+
+AVX_VNNI_CPU = tvm.target.Target({"kind": "llvm", "mcpu": "alderlake", "num-cores": 2})
+HASWELL = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+
+
+def _dense_asm(target, x_dtype: str, vnni: bool) -> str:
+    from backends.tvm.kernels.common import widest
+
+    with target:
+        dot = widest(Dot(vnni=vnni))
+        func = dense_func(24, 32, 64, x_dtype, None, dot)
+        lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                          target)
+    return lib.mod.inspect_source("asm")
+
+
+@pytest.mark.parametrize("target, zmm, dpwssd", [(VNNI_CPU, True, True),
+                                                 (AVX_VNNI_CPU, False, True),
+                                                 (HASWELL, False, False)],
+                         ids=["avx512-vnni", "avx-vnni", "avx2"])
+def test_dense_takes_the_widest_vectors_the_target_has(target, zmm, dpwssd):
+    """AVX-512 targets get zmm tiles (512-bit vpdpbusd, and vpdpwssd for int16 inputs);
+    AVX-VNNI keeps ymm and multiplies int16 pairs with its vpdpwssd; AVX2 keeps
+    vpmaddwd."""
+    int8, int16 = _dense_asm(target, "uint8", vnni=dpwssd), _dense_asm(target, "int16", False)
+    assert ("zmm" in int8) == zmm and ("zmm" in int16) == zmm
+    assert ("vpdpwssd" in int16) == dpwssd and (dpwssd or "vpmaddwd" in int16)
+    if dpwssd:
+        assert "vpdpbusd" in int8
+
+
+@pytest.mark.parametrize("target", [VNNI_CPU, AVX_VNNI_CPU], ids=["avx512-vnni", "avx-vnni"])
+def test_dense_tiles_exact_where_this_cpu_runs_them(target):
+    """Rows that do not divide the tile (12 on zmm), every activation type; run where
+    this CPU has the target's instructions."""
+    need = ({"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} if target is VNNI_CPU
+            else {"avx_vnni"})
+    if not need <= cpu_flags():
+        pytest.skip(f"this CPU lacks {', '.join(sorted(need - cpu_flags()))} to run them")
+    specs = [linear((37, 70), 45, "i8", -3, seed=50), linear((13, 384), 48, "i16", 0, seed=51),
+             linear((25, 33), 17, "u8", 140, seed=52), linear((12, 100), 16, "i16", 0, seed=53),
+             linear((300, 64), 40, "i8", 7, seed=54)]
+    module, inputs = ops_module(specs)
+    assert len(kernels_used(module, target)) == 5
+    compare(module, inputs, target=target)
