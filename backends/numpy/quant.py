@@ -132,6 +132,11 @@ def _zero_point(ty: TensorType) -> int:
     return ty.quant.zero_point if ty.is_quantized else 0
 
 
+@numpy_impl("qir.lut")
+def lut(op, x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    return table[x.astype(np.int64) - np.iinfo(x.dtype).min]
+
+
 @numpy_impl("qir.requantize")
 def requantize(op, x: np.ndarray) -> np.ndarray:
     xi = x.astype(np.int64) - op.attr("input_zp")

@@ -150,6 +150,16 @@ def requantize_axis(op) -> int | None:
     return None if axis is None else axis % op.operands[0].type.rank
 
 
+@relax_lowering("qir.lut", upcast=False)
+def lut(op, bb, args, params):
+    """A gather from the 256-entry table, indexed by x minus its storage minimum."""
+    lo = int(np.iinfo(op.operands[0].type.dtype).min)
+    index = R.astype(args[0], "int32")
+    if lo:
+        index = R.subtract(index, const(lo, "int32"))
+    return R.take(args[1], bb.emit(index), axis=0)
+
+
 @relax_lowering("qir.requantize", upcast=False)
 def requantize(op, bb, args, params):
     if op.attr("rounding") == "single":

@@ -105,6 +105,26 @@ define_op("qir.requantize", ["input"], _rq_attrs,
           doc="y = clamp(output_zp + rescale(x - input_zp, M, e), clamp_min, clamp_max).")
 
 
+def _verify_lut(op) -> None:
+    x, table = t(op, 0), t(op, 1)
+    if not x.is_quantized or x.quant.is_fp8 or x.quant.storage not in ("i8", "u8"):
+        raise QirError(f"lut takes an 8-bit integer quantized input (i8 or u8), got {x}")
+    if table.shape != (256,):
+        raise QirError(f"the table must have 256 entries, one per stored value of the input, "
+                       f"got {table}")
+    if not table.is_quantized or table.quant.is_fp8 or table.quant.axis is not None:
+        raise QirError(f"the table must hold per-tensor integer quantized values (the "
+                       f"result's), got {table}")
+
+
+define_op("qir.lut", ["input", "table"], {"prov": PROV},
+          infer=lambda op: [TensorType(t(op).shape, t(op, 1).elem)], verify=_verify_lut,
+          category="quant",
+          doc="y = table[x - m], m = the storage type's minimum (-128 for i8, 0 for u8): "
+              "a function of an 8-bit input given by its 256 results, e.g. "
+              "quantize(gelu(dequantize(x))) (fuse-requantize builds them).")
+
+
 def _verify_int_compute(op, weight_symmetric: bool = True) -> None:
     x, w = t(op, 0), t(op, 1)
     for i, ty in ((0, x), (1, w)):
