@@ -1,8 +1,10 @@
-"""Compile time of a ResNet-18-sized model (11.7 M parameters, 1.8 GMAC at 224x224):
-import, int8 pipeline (calibration included) and the TVM llvm build, each timed.
+"""Compile time of a ResNet-18-sized model (11.7 M parameters, 1.8 GMAC at 224x224), or
+torchvision's ResNet-50 (25.6 M, 4.1 GMAC): import, int8 pipeline (calibration included)
+and the TVM llvm build, each timed.
 
     .venv/bin/python -m bench.compile_time                  # 224 x 224, 4 calibration batches
     .venv/bin/python -m bench.compile_time --size 112 --calib 2 --run
+    .venv/bin/python -m bench.compile_time --model resnet50 --run
 
 The model is torchvision's ResNet-18 layer for layer (BasicBlocks [2, 2, 2, 2], 64..512
 channels, batch norm, residual adds, max pool, global average pool, 1000-way linear),
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=224, help="input height and width")
     p.add_argument("--calib", type=int, default=4, help="calibration batches")
     p.add_argument("--run", action="store_true", help="also time one inference")
+    p.add_argument("--model", choices=("resnet18", "resnet50"), default="resnet18",
+                   help="resnet18 (written out here) or torchvision's resnet50 (random "
+                        "weights)")
     args = p.parse_args(argv)
     os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))
     import torch
@@ -82,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     from passes import PassContext, PassManager
 
     torch.set_num_threads(THREADS)
-    model = resnet18()
+    if args.model == "resnet50":
+        from bench.real_models import build as torchvision_model
+
+        model = torchvision_model("resnet50").requires_grad_(False)
+    else:
+        model = resnet18()
     params = sum(p.numel() for p in model.parameters())
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(1, 3, args.size, args.size, generator=gen)
@@ -100,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     compiled = build(module, "llvm")
     times["TVM llvm build"] = time.perf_counter() - start
-    print(f"ResNet-18 ({params / 1e6:.1f} M parameters), input 1x3x{args.size}x{args.size}, "
+    print(f"{'ResNet-50' if args.model == 'resnet50' else 'ResNet-18'} "
+          f"({params / 1e6:.1f} M parameters), input 1x3x{args.size}x{args.size}, "
           f"{args.calib} calibration batches")
     for k, v in times.items():
         print(f"  {k:<40} {v:7.1f} s")
