@@ -39,12 +39,16 @@ def reference_conv(x, w, bias, zp, stride, pad, dilation, groups):
     return y.numpy().astype(np.int64)
 
 
+@pytest.mark.parametrize("cols,lanes", [(4, 8), (8, 16)], ids=["4x8", "8x16"])
 @pytest.mark.parametrize("x_dtype,zp,shape,o,k,stride,pad,dilation,groups", [
     ("int8", -5, (1, 10, 9, 12), 6, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     ("uint8", 130, (2, 7, 8, 9), 9, 3, (2, 1), (2, 0, 1, 3), (1, 2), 1),
     ("int8", 127, (1, 8, 6, 16), 8, 1, (1, 1), (0, 0, 0, 0), (1, 1), 2),
 ])
-def test_direct_conv_vnni_layout(x_dtype, zp, shape, o, k, stride, pad, dilation, groups):
+def test_direct_conv_vnni_layout(x_dtype, zp, shape, o, k, stride, pad, dilation, groups,
+                                 cols, lanes):
+    """Tiles of 4 channels x 8 pixels (16 vector registers), and of 8 channels x 16
+    pixels (AVX-512's zmm and 32 registers)."""
     n, c, h, wd = shape
     s = ConvShape(n, c, h, wd, o, k, k, stride, pad, dilation, groups, x_dtype)
     x = randint(*RANGES[x_dtype], *shape, seed=1, dtype=np.dtype(x_dtype))
@@ -52,11 +56,12 @@ def test_direct_conv_vnni_layout(x_dtype, zp, shape, o, k, stride, pad, dilation
     bias = randint(-9999, 9999, o, seed=3, dtype=np.int32)
     corrected = vnni_bias(bias, w.reshape(o, -1).astype(np.int64).sum(1), zp,
                           input_offset(x_dtype), w[0].size)
+    layout = Dot(vnni=True, tensorize=False, lanes=lanes)
     with llvm_target():
-        func = direct_func(s, None, LAYOUT)
+        func = direct_func(s, None, layout, cols)
     lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                       llvm_target())
-    packed = pack_direct_weights(w, groups, LAYOUT)
+    packed = pack_direct_weights(w, groups, layout, cols)
     b = np.pad(corrected.reshape(groups, -1), ((0, 0), (0, packed.shape[1] - o // groups)))
     out = tvm.runtime.tensor(np.zeros((n, o, *s.out_hw), np.int32))
     lib["main"](tvm.runtime.tensor(x), zp, tvm.runtime.tensor(packed), tvm.runtime.tensor(b),
@@ -181,17 +186,31 @@ def test_dense_takes_the_widest_vectors_the_target_has(target, zmm, dpwssd):
         assert "vpdpbusd" in int8
 
 
+def test_direct_conv_takes_zmm_where_rows_fill_it():
+    """AVX-512 VNNI: rows of 56 and 14 pixels in zmm (16 lanes), rows of 7 stay on ymm;
+    AVX-VNNI: ymm."""
+    specs = [conv((1, 16, 56, 56), 16, 3, "i8", -5, seed=60),
+             conv((1, 16, 14, 14), 16, 3, "u8", 3, seed=61),
+             conv((1, 16, 7, 7), 16, 3, "i8", 0, seed=62)]
+    module, _ = ops_module(specs)
+    zmm = sorted(n.split("_")[2] == "zmm" for n in kernels_used(module, VNNI_CPU))
+    assert zmm == [False, True, True]
+    assert not any("_zmm_" in n for n in kernels_used(module, AVX_VNNI_CPU))
+
+
 @pytest.mark.parametrize("target", [VNNI_CPU, AVX_VNNI_CPU], ids=["avx512-vnni", "avx-vnni"])
-def test_dense_tiles_exact_where_this_cpu_runs_them(target):
-    """Rows that do not divide the tile (12 on zmm), every activation type; run where
-    this CPU has the target's instructions."""
+def test_wide_tiles_exact_where_this_cpu_runs_them(target):
+    """Dense rows that do not divide the tile (12 on zmm), every activation type, and
+    direct convs on zmm rows; run where this CPU has the target's instructions."""
     need = ({"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} if target is VNNI_CPU
             else {"avx_vnni"})
     if not need <= cpu_flags():
         pytest.skip(f"this CPU lacks {', '.join(sorted(need - cpu_flags()))} to run them")
     specs = [linear((37, 70), 45, "i8", -3, seed=50), linear((13, 384), 48, "i16", 0, seed=51),
              linear((25, 33), 17, "u8", 140, seed=52), linear((12, 100), 16, "i16", 0, seed=53),
-             linear((300, 64), 40, "i8", 7, seed=54)]
+             linear((300, 64), 40, "i8", 7, seed=54),
+             conv((1, 24, 30, 29), 20, 3, "i8", -7, seed=55),
+             conv((1, 40, 14, 14), 36, 1, "u8", 128, seed=56, pad=[0] * 4)]
     module, inputs = ops_module(specs)
-    assert len(kernels_used(module, target)) == 5
+    assert len(kernels_used(module, target)) == 7
     compare(module, inputs, target=target)
