@@ -197,26 +197,30 @@ def _schedule_grouped(sch: tvm.s_tir.Schedule, rows: int, channels_inner: bool,
 
 
 def use_direct(s: ConvShape, dot: Dot) -> bool:
-    """Whether the direct kernel suits `s`: no stride along rows of pixels (a strided
-    row would need its stride phases split apart per call), and rows long enough that
-    vectors of 8 pixels leave at most half their lanes idle (the grouped kernel pads
-    output channels to 16 instead). With VNNI it takes every size (measured 1.5-1.9x
-    faster than the grouped kernel on ResNet-18's 3x3 convs from 64 x 56 x 56 to
-    512 x 7 x 7, Xeon Sapphire Rapids); with AVX2's vpmaddwd only a repacked input that
-    stays in cache while every 4-channel tile sweeps it (larger layers: the grouped
-    kernel measured 10-20% faster, and up to 3x at 512 x 7 x 7)."""
+    """Whether the direct kernel suits `s`: rows long enough that vectors of 8 pixels
+    leave at most half their lanes idle (the grouped kernel pads output channels to 16
+    instead). With VNNI it takes every size (measured 1.5-1.9x faster than the grouped
+    kernel on ResNet-18's 3x3 convs from 64 x 56 x 56 to 512 x 7 x 7, Xeon Sapphire
+    Rapids) and strides along rows too (the input repacked into its stride phases);
+    with AVX2's vpmaddwd only stride 1 along rows and a repacked input that stays in
+    cache while every 4-channel tile sweeps it (larger layers: the grouped kernel
+    measured 10-20% faster, and up to 3x at 512 x 7 x 7)."""
     _, ow = s.out_hw
-    return (not s.depthwise and s.stride[1] == 1
+    return (not s.depthwise and (dot.vnni or s.stride[1] == 1)
             and (dot.vnni or _repacked_bytes(s) <= DIRECT_MAX_INPUT)
             and 2 * ow >= ceil_div(ow, LANES) * LANES)
 
 
 def direct_lanes(s: ConvShape, dot: Dot) -> Dot:
     """The direct kernel's VNNI dot on 16 pixels (zmm) where the target has 512-bit
-    vpdpbusd and rows of 16 waste at most a quarter more lanes than rows of 8 (56, 28,
-    14 pixels: yes; 7: no): twice the multiply-adds per instruction."""
+    vpdpbusd, the window has more than one tap, and rows of 16 waste at most a quarter
+    more lanes than rows of 8 (56, 28, 14 pixels: yes; 7: no): twice the multiply-adds
+    per instruction (3x3 at 64 x 56 x 56: 0.41 -> 0.29 ms). 1x1 convs are bound by
+    memory, and measured slower on zmm (24 -> 144 channels at 56 x 56: 0.059 against
+    0.101 ms), so they keep ymm."""
     _, ow = s.out_hw
-    if (dot.vnni and dot.tensorize and has_zmm(kernel_target(), vnni=True)
+    if (dot.vnni and dot.tensorize and s.kh * s.kw > 1
+            and has_zmm(kernel_target(), vnni=True)
             and 4 * ceil_div(ow, 16) * 16 <= 5 * ceil_div(ow, LANES) * LANES):
         return replace(dot, lanes=16)
     return dot
@@ -245,11 +249,12 @@ def _direct_dims(s: ConvShape, dot: Dot, cols: int) -> dict:
     ohp, owp = ceil_div(oh, rows) * rows, ceil_div(ow, dot.lanes) * dot.lanes
     cg, og = s.c // s.groups, s.o // s.groups
     pt, pl, pb, pr = s.padding
-    (sh, _), (dh, dw) = s.stride, s.dilation
+    (sh, sw), (dh, dw) = s.stride, s.dilation
     return dict(oh=oh, ow=ow, rows=rows, ohp=ohp, owp=owp, cg=cg, og=og,
                 ch=ceil_div(cg, dot.group), ogp=ceil_div(og, cols) * cols,
                 hx=max(s.h + pt + pb, (ohp - 1) * sh + dh * (s.kh - 1) + 1),
-                wx=max(s.w + pl + pr, owp + dw * (s.kw - 1)))
+                wx=max(s.w + pl + pr, owp + dw * (s.kw - 1)),
+                wq=owp + (dw * (s.kw - 1)) // sw)  # a stride phase's columns
 
 
 def pack_direct_weights(w: np.ndarray, groups: int, dot: Dot = AVX2,
@@ -284,16 +289,33 @@ def direct_func(s: ConvShape, epilogue: Epilogue | None = None,
     extra = epilogue.placeholders(out_shape) if epilogue is not None else []
     offset = input_offset(s.x_dtype)
 
-    def repack(n, gi, ch, hi, wi, ci):
+    sw = s.stride[1]
+
+    def load(n, gi, ch, hi, wi, ci, wx):
         c = q * ch + ci
         inside = (_bounds(c, 0, d["cg"], q * d["ch"]) + _bounds(hi, pt, s.h, d["hx"])
-                  + _bounds(wi, pl, s.w, d["wx"]))
+                  + _bounds(wi, pl, s.w, wx))
         index = (n, gi * d["cg"] + c, hi - pt, wi - pl)
         if dot.vnni:  # padding reads zp - offset: x - zp = 0 there
             return unsigned_input(x, offset, index, inside, (zp - offset).astype("uint8"))
         return centred(x, zp, index, inside)
 
-    xc = te.compute((s.n, g, d["ch"], d["hx"], d["wx"], q), repack, name="xc")
+    if sw == 1:
+        xc = te.compute((s.n, g, d["ch"], d["hx"], d["wx"], q),
+                        lambda n, gi, ch, hi, wi, ci: load(n, gi, ch, hi, wi, ci, d["wx"]),
+                        name="xc")
+
+        def tap(n, gi, rc, hi, rw, ow, ri):
+            return xc[n, gi, rc, hi, ow + rw * dw, ri]
+    else:  # the columns split into stride phases: a phase's pixels are contiguous
+        xc = te.compute((s.n, g, d["ch"], d["hx"], sw, d["wq"], q),
+                        lambda n, gi, ch, hi, p, wq, ci: load(n, gi, ch, hi, wq * sw + p, ci,
+                                                              d["wq"] * sw),
+                        name="xc")
+
+        def tap(n, gi, rc, hi, rw, ow, ri):
+            return xc[n, gi, rc, hi, (rw * dw) % sw, ow + (rw * dw) // sw, ri]
+
     rc = te.reduce_axis((0, d["ch"]), "rc")
     rh = te.reduce_axis((0, s.kh), "rh")
     rw = te.reduce_axis((0, s.kw), "rw")
@@ -304,7 +326,7 @@ def direct_func(s: ConvShape, epilogue: Epilogue | None = None,
         (s.n, g, d["ogp"], d["ohp"], d["owp"]),
         lambda n, gi, o, oh, ow: te.sum(
             w[gi, o, rc, rh, rw, ri].astype("int32")
-            * xc[n, gi, rc, oh * sh + rh * dh, ow + rw * dw, ri].astype("int32"),
+            * tap(n, gi, rc, oh * sh + rh * dh, rw, ow, ri).astype("int32"),
             axis=[rc, rh, rw, ri]),
         name="acc")
     y = te.compute(out_shape, lambda n, o, oh, ow: acc[n, o // d["og"], o % d["og"], oh, ow]

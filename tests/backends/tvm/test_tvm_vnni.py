@@ -44,6 +44,8 @@ def reference_conv(x, w, bias, zp, stride, pad, dilation, groups):
     ("int8", -5, (1, 10, 9, 12), 6, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     ("uint8", 130, (2, 7, 8, 9), 9, 3, (2, 1), (2, 0, 1, 3), (1, 2), 1),
     ("int8", 127, (1, 8, 6, 16), 8, 1, (1, 1), (0, 0, 0, 0), (1, 1), 2),
+    ("int8", 3, (1, 5, 17, 29), 7, 3, (2, 2), (1, 0, 2, 1), (1, 1), 1),
+    ("uint8", 0, (1, 3, 20, 33), 9, 7, (1, 3), (3, 3, 3, 3), (1, 2), 1),
 ])
 def test_direct_conv_vnni_layout(x_dtype, zp, shape, o, k, stride, pad, dilation, groups,
                                  cols, lanes):
@@ -103,10 +105,11 @@ def test_lowering_picks_vnni_kernels_where_they_apply():
     specs = [linear((6, 40), 16, "i8", -3, seed=10),
              conv((1, 8, 8, 16), 8, 3, "u8", 7, seed=11),
              linear((6, 40), 16, "i16", 0, seed=12),       # int16 x: AVX2's vpmaddwd
-             conv((1, 8, 16, 16), 8, 3, "i8", 1, seed=13, stride=2)]  # grouped kernel
+             conv((1, 8, 16, 16), 8, 3, "i8", 1, seed=13, stride=2),  # stride phases
+             conv((1, 8, 16, 3), 8, 3, "i8", 1, seed=14)]  # 3-pixel rows: grouped
     module, _ = ops_module(specs)
     vnni = kernels_used(module, VNNI_CPU)
-    assert [n.split("_")[1] for n in vnni] == ["conv", "dense", "vconv", "vdense"], vnni
+    assert [n.split("_")[1] for n in vnni] == ["conv", "dense", "vconv", "vconv", "vdense"], vnni
     host = {n.split("_")[1] for n in kernels_used(module)}
     assert has_vnni(llvm_target()) or not host & {"vconv", "vdense"}, host
 
@@ -187,14 +190,18 @@ def test_dense_takes_the_widest_vectors_the_target_has(target, zmm, dpwssd):
 
 
 def test_direct_conv_takes_zmm_where_rows_fill_it():
-    """AVX-512 VNNI: rows of 56 and 14 pixels in zmm (16 lanes), rows of 7 stay on ymm;
-    AVX-VNNI: ymm."""
+    """AVX-512 VNNI: 3x3 rows of 56 and 14 pixels in zmm (16 lanes), rows of 7 and 1x1
+    convs (memory-bound) stay on ymm; AVX-VNNI: ymm. Strided convs take the direct
+    kernel too (stride phases)."""
     specs = [conv((1, 16, 56, 56), 16, 3, "i8", -5, seed=60),
              conv((1, 16, 14, 14), 16, 3, "u8", 3, seed=61),
-             conv((1, 16, 7, 7), 16, 3, "i8", 0, seed=62)]
+             conv((1, 16, 7, 7), 16, 3, "i8", 0, seed=62),
+             conv((1, 16, 56, 56), 16, 1, "i8", 0, seed=63, pad=[0] * 4),
+             conv((1, 16, 56, 56), 16, 3, "i8", 0, seed=64, stride=2)]
     module, _ = ops_module(specs)
-    zmm = sorted(n.split("_")[2] == "zmm" for n in kernels_used(module, VNNI_CPU))
-    assert zmm == [False, True, True]
+    used = kernels_used(module, VNNI_CPU)
+    assert all(n.startswith("qir_vconv") for n in used), used
+    assert sorted(n.split("_")[2] == "zmm" for n in used) == [False, False, True, True, True]
     assert not any("_zmm_" in n for n in kernels_used(module, AVX_VNNI_CPU))
 
 
@@ -210,7 +217,9 @@ def test_wide_tiles_exact_where_this_cpu_runs_them(target):
              linear((25, 33), 17, "u8", 140, seed=52), linear((12, 100), 16, "i16", 0, seed=53),
              linear((300, 64), 40, "i8", 7, seed=54),
              conv((1, 24, 30, 29), 20, 3, "i8", -7, seed=55),
-             conv((1, 40, 14, 14), 36, 1, "u8", 128, seed=56, pad=[0] * 4)]
+             conv((1, 40, 14, 14), 36, 1, "u8", 128, seed=56, pad=[0] * 4),
+             conv((1, 3, 45, 50), 20, 7, "i8", 5, seed=57, stride=2, pad=[3] * 4),
+             conv((2, 12, 19, 23), 8, 5, "u8", 200, seed=58, stride=3, pad=[2, 1, 0, 2])]
     module, inputs = ops_module(specs)
-    assert len(kernels_used(module, target)) == 7
+    assert len(kernels_used(module, target)) == 9
     compare(module, inputs, target=target)
