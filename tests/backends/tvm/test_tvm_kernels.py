@@ -183,12 +183,24 @@ def test_conv_int16_and_extremes(family):
     specs = [conv((1, 8, 7, 9), 16, 3, "i16", 0, seed=30),
              conv((1, 32, 6, 6), 16, 3, "i8", 127, seed=31, extreme="min"),
              conv((1, 32, 6, 6), 16, 3, "u8", 0, seed=32, extreme="max"),
-             conv((1, 16, 9, 9), 16, 3, "u8", 0, seed=33, extreme="max", groups=16)]
-    for s in specs[1:]:
-        s["w"] = np.where(s["w"] >= 0, 127, -127).astype(np.int8)
+             conv((1, 16, 9, 9), 16, 3, "u8", 0, seed=33, extreme="max", groups=16),
+             conv((1, 16, 9, 9), 16, 3, "i8", 127, seed=34, extreme="min", groups=16),
+             conv((1, 8, 9, 9), 8, 3, "i16", 0, seed=35, groups=8)]
+    for s in specs[1:5]:  # depthwise with 8-bit x: products reach +-32640, int16's edge
+        s["w"] = np.where(s["w"] >= 0, 127, -128).astype(np.int8)
     module, inputs = ops_module(specs)
     assert len(kernels_used(module, target)) == len(specs)
     compare(module, inputs, target=target)
+
+
+def test_depthwise_products_in_int16_only_where_they_fit():
+    from backends.tvm.kernels.conv import depthwise_weight_dtype
+
+    w8 = np.array([-128, 127], np.int8)
+    assert depthwise_weight_dtype((-128, 127), 127, w8) == "int16"   # 255 * 128 = 32640
+    assert depthwise_weight_dtype((0, 255), 0, w8) == "int16"
+    assert depthwise_weight_dtype((-32768, 32767), 0, w8) == "int32"  # int16 inputs
+    assert depthwise_weight_dtype((-128, 127), -200, w8) == "int32"   # 327 * 128
 
 
 def test_kernels_big_enough_to_run_in_parallel():
