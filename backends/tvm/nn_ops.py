@@ -198,6 +198,13 @@ def max_pool2d(op, bb, args, params):
     fill = ty.quant.storage_min if ty.is_quantized and not ty.quant.is_fp8 else -np.inf
     dilation = op.attr("dilation")
     x = pool_input(bb, op, args[0], dilation, fill)
+    if not ty.is_float:  # integer storage: the CPU kernel (backends/tvm/kernels/conv.py)
+        from backends.tvm.kernels.conv import max_pool
+
+        y = max_pool(bb, x, op.attr("kernel"), _stride(op), dilation,
+                     op.result.type.shape[2:])
+        if y is not None:
+            return y
     return R.nn.max_pool2d(x, pool_size=op.attr("kernel"), strides=_stride(op),
                            padding=(0, 0, 0, 0), dilation=dilation)
 

@@ -454,6 +454,55 @@ def _schedule_depthwise(sch: tvm.s_tir.Schedule, lanes: int, parallel: bool) -> 
     sch.unroll(rw)
 
 
+# --- max pooling (the depthwise kernel's loops, max instead of multiply-add) ------------------
+
+
+@functools.cache
+def max_pool_func(shape: tuple[int, int, int, int], dtype: str, kernel: tuple[int, int],
+                  stride: tuple[int, int], dilation: tuple[int, int],
+                  out_hw: tuple[int, int]) -> tirx.PrimFunc:
+    """The scheduled max pool of an integer NCHW input already padded to exactly what
+    its windows cover: x -> y[N, C, OH, OW]. The columns split into stride phases (a
+    window's pixels in a phase are contiguous, so vectors of output pixels load whole),
+    each channel plane repacked just before use, planes in parallel; max is exact in any
+    order."""
+    n, c, h, w = shape
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    lanes = pixel_tile(ow)
+    owp = ceil_div(ow, lanes) * lanes
+    wq = owp + (dw * (kw - 1)) // sw
+    lowest = tirx.const(int(np.iinfo(dtype).min), dtype)
+    x = te.placeholder(shape, dtype, name="x")
+    xd = te.compute((n, c, h, sw, wq), lambda b, ch, hi, p, q: tirx.if_then_else(
+        q * sw + p < w, x[b, ch, hi, q * sw + p], lowest), name="xd")
+    rh = te.reduce_axis((0, kh), "rh")
+    rw = te.reduce_axis((0, kw), "rw")
+    acc = te.compute((n, c, oh, owp), lambda b, ch, i, j: te.max(
+        xd[b, ch, i * sh + rh * dh, (rw * dw) % sw, j + (rw * dw) // sw], axis=[rh, rw]),
+        name="acc")
+    y = te.compute((n, c, oh, ow), lambda b, ch, i, j: acc[b, ch, i, j], name="y")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
+    _schedule_depthwise(sch, lanes, parallel=n * c * oh * ow * kh * kw >= PARALLEL_WORK)
+    name = (f"qir_maxpool_{dtype}_n{n}_c{c}_h{h}_w{w}_k{kh}x{kw}_s{sh}x{sw}"
+            f"_d{dh}x{dw}")
+    return kernel_func(sch.mod["main"], name)
+
+
+def max_pool(bb: relax.BlockBuilder, x: relax.Expr, kernel, stride, dilation,
+             out_hw) -> relax.Expr | None:
+    """The max pool of padded integer NCHW `x` through the kernel; None where it does
+    not apply (not an AVX2 llvm target, not 4-d, a float input)."""
+    shape, dtype = shape_of(x), dtype_of(x)
+    if (kernel_target() is None or len(shape) != 4 or dtype not in ("int8", "uint8", "int16")
+            or min(out_hw) <= 0):
+        return None
+    func = build_or_none(max_pool_func, tuple(shape), dtype, tuple(kernel), tuple(stride),
+                         tuple(dilation), tuple(out_hw))
+    if func is None:
+        return None
+    return call_kernel(bb, func, [x], (*shape[:2], *out_hw), dtype)
+
+
 # --- entry ------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tvm
 from tvm_helpers import (case, cases_module, compare, family_target, needs_vnni, randint,
-                         zoo_modules)
+                         runs_here, zoo_modules)
 
 import qir
 from backends.tvm import cuda_target, llvm_target, to_relax
@@ -271,3 +271,37 @@ def test_every_integer_compute_op_of_a_zoo_model_takes_a_kernel(name):
     with llvm_target():
         script = to_relax(module).script()
     assert compute and script.count("R.call_tir(cls.qir_") == len(compute)
+
+
+@pytest.mark.parametrize("family", ["avx2", pytest.param("vnni", marks=needs_vnni)])
+def test_integer_max_pool_kernel(family):
+    """Integer max pools take the kernel (stride phases, planes in parallel): strides,
+    dilation, ceil_mode, asymmetric windows, i8 / u8 / i16, a plane big enough to run
+    in parallel; exact against the interpreter."""
+    pools = [((1, 64, 112, 112), "i8:f32, 0.1:-3", dict(kernel=[3, 3], stride=[2, 2],
+                                                        padding=[1, 1])),
+             ((2, 5, 13, 11), "u8:f32, 0.1:7", dict(kernel=[3, 2], stride=[2, 2],
+                                                    padding=[1, 1], ceil_mode=True)),
+             ((1, 3, 17, 19), "i16:f32, 0.001", dict(kernel=[2, 3], stride=[1, 3],
+                                                     padding=[0, 1], dilation=[2, 1])),
+             ((1, 4, 9, 9), "i8:f32, 0.1", dict(kernel=[3, 3], stride=[3, 3]))]
+    args, body, outs, inputs = [], [], [], {}
+    for i, (shape, q, attrs) in enumerate(pools):
+        storage, rest = q.split(":f32, ")
+        scale, _, zp = rest.partition(":")
+        ty = TensorType(shape, QuantType(storage, "f32", (float(scale),), (int(zp or 0),)))
+        args.append((f"x{i}", ty))
+        lo, hi = {"i8": (-128, 127), "u8": (0, 255), "i16": (-32768, 32767)}[q.split(":")[0]]
+        inputs[f"x{i}"] = randint(lo, hi, *shape, seed=90 + i, dtype=ty.dtype)
+    fn = qir.Function("main", args)
+    module = qir.Module()
+    module.add_function(fn)
+    b = qir.Builder(fn)
+    for (shape, q, attrs), a in zip(pools, fn.args):
+        outs.append(b.value("qir.max_pool2d", [a], attrs))
+    fn.set_outputs(outs)
+    qir.verify(module)
+    target = family_target(family)
+    assert sum(n.startswith("qir_maxpool") for n in kernels_used(module, target)) == 4
+    if runs_here(family):
+        compare(module, inputs, target=target)
