@@ -153,9 +153,9 @@ def _lut_region(q: Op) -> tuple[Op, list[Op]] | None:
     stack = [q.operands[0]]
     while stack:
         op = stack.pop().owner
-        if op is None or id(op) in seen:
-            if op is None:
-                return None
+        if op is None:  # a function argument: not a function of the one dequantize
+            return None
+        if id(op) in seen:
             continue
         seen.add(id(op))
         if op.name == "qir.dequantize":
