@@ -6,11 +6,13 @@ an exact, target-independent round-half-to-even."""
 from __future__ import annotations
 
 import numpy as np
-from tvm import relax
+from tvm import relax, te
 
 from backends.tvm import fixed_point
 from backends.tvm.common import (R, cast, channel_shape, clip, const, quant_consts,
                                  round_half_even, scalar, shape_of, tvm_dtype, uniform)
+from backends.tvm.kernels import gpu
+from backends.tvm.kernels.common import OP_PATTERN_OPAQUE
 from backends.tvm.kernels.conv import conv2d
 from backends.tvm.kernels.dense import batch_matmul, dense
 from backends.tvm.nn_ops import conv
@@ -352,4 +354,24 @@ def qmatmul(op, bb, args, params):
     if za or zb:
         a = bb.emit(R.subtract(R.astype(a, "int32"), const(za, "int32")))
         b = bb.emit(R.subtract(R.astype(b, "int32"), const(zb, "int32")))
+    a_shape, b_shape = shape_of(a), shape_of(b)
+    if (gpu.target_arch() is not None and len(a_shape) >= 2
+            and a_shape[:-2] == b_shape[:-2] and a_shape[-1] == b_shape[-2]):
+        return _unfused_int_matmul(bb, a, b)
     return R.matmul(a, b, out_dtype="int32")
+
+
+def _unfused_int_matmul(bb, a: relax.Expr, b: relax.Expr) -> relax.Expr:
+    """a @ b in int32 (equal batch dimensions) as a kernel of its own on CUDA: fused
+    with its epilogue (requantize, dequantize, scale, a causal mask's where), dlight's
+    matmul schedule gave wrong integers on an H200 (a GPT-style model's attention, 57%
+    of the outputs), while the same chain split after the matmul was exact."""
+    def compute(x, y):
+        *batch, _, k = x.shape
+        r = te.reduce_axis((0, k), name="k")
+        return te.compute((*batch, x.shape[-2], y.shape[-1]), lambda *i: te.sum(
+            x[(*i[:-1], r)].astype("int32") * y[(*i[:-2], r, i[-1])].astype("int32"),
+            axis=r), name="matmul")
+
+    return bb.emit_te(compute, a, b, primfunc_name_hint="int_matmul",
+                      primfunc_attrs={"op_pattern": OP_PATTERN_OPAQUE})
