@@ -170,13 +170,14 @@ def scheme_pipeline(args) -> str:
     if scheme != "int8":
         return {"w4a16": "w4a16", "w8a16": "w8a16", "fp8": "fp8-e4m3",
                 "dynamic": "int8-dynamic"}[scheme]
-    front = "canonicalize,fold-batchnorm,fuse-activations,decompose-attention"
-    if args.smoothquant:
-        front += ",smoothquant"
+    from passes.builtin import PIPELINES  # (importing it registers the named pipelines)
+
+    stages = PIPELINES["int8"].split(",")  # the named pipeline, with --int8's options
+    at = stages.index("insert-observers")
     observe = ("insert-observers" if min_sqnr is None
                else f"mixed-precision{{min-sqnr={min_sqnr:.2f}}}")
-    return (f"{front},{observe},calibrate,quantize,propagate-scales,lower-to-integer,"
-            "fuse-requantize,canonicalize")
+    smooth = ["smoothquant"] if args.smoothquant else []
+    return ",".join(stages[:at] + smooth + [observe] + stages[at + 1:])
 
 
 def _tuning(args):
