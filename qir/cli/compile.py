@@ -6,7 +6,8 @@ OUTDIR holds:
   float.qir (+ .npz)   the float module the int8 one is compared against (the module just
                        before observers go in) — `qir report OUTDIR` uses it
   model.so             the compiled library (llvm, cuda)
-  manifest.json        inputs/outputs (names, shapes, dtypes), target, pipeline, versions
+  manifest.json        inputs/outputs (names, shapes, dtypes), target, pipeline, versions,
+                       and for llvm the CPU and kernel family the build was made for
 OUTDIR appears whole or not at all: everything is built in a temporary directory beside it
 and renamed into place. The input model file is only read.
 """
@@ -134,10 +135,21 @@ def manifest(module, args, pipeline: str, files: list[str], model_path: Path) ->
         "inputs": [tensor(a, a.name) for a in fn.args],
         "outputs": [tensor(v, v.name) for v in fn.outputs],
         "files": files,
+        "cpu": _cpu(args),
         "versions": {"qir": __version__, "tvm": tvm_version,
                      "python": sys.version.split()[0]},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _cpu(args) -> dict | None:
+    """The llvm build's CPU and kernel family (backends/tvm/kernels/common.py)."""
+    if args.target != "llvm":
+        return None
+    from backends.tvm.kernels.common import kernel_family
+    from backends.tvm.target import resolve_target
+
+    return kernel_family(resolve_target("llvm"))
 
 
 def _min_sqnr(args) -> float | None:

@@ -43,6 +43,11 @@ def test_compile_llvm_int8_bit_exact_against_numpy(model_files, capsys):
         "float.qir", "float.qir.npz", "manifest.json", "model.qir", "model.qir.npz", "model.so"]
     man = json.loads((out / "manifest.json").read_text())
     assert man["target"] == "llvm" and man["int8"] and man["versions"]["tvm"]
+    from backends.tvm.kernels.common import kernel_family
+    from backends.tvm.target import resolve_target
+
+    assert man["cpu"] == kernel_family(resolve_target("llvm"))  # the kernels chosen here
+    assert man["cpu"]["kernels"] in ("avx512-vnni", "avx-vnni", "avx512", "avx2", "none")
     assert man["inputs"][0]["shape"] == [1, 3, 32, 32] and man["inputs"][0]["dtype"] == "float32"
     assert man["pipeline"].startswith("canonicalize,fold-batchnorm")
     qir.verify(qir.load(out / "model.qir"))

@@ -62,6 +62,29 @@ def has_vnni(target: tvm.target.Target | None) -> bool:
                 and codegen.target_has_features("avx512vl", target)))
 
 
+KERNEL_FEATURES = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni")
+
+
+def kernel_family(target: tvm.target.Target) -> dict | None:
+    """Which integer kernels an llvm build for `target` gets, for the manifest: the LLVM
+    CPU name, the family ("avx512-vnni": zmm vpdpbusd / vpdpwssd; "avx-vnni": ymm
+    vpdpbusd; "avx512": zmm vpmaddwd; "avx2": ymm vpmaddwd; "none": TVM's default
+    schedules) and the x86 features it was chosen by. None for other targets."""
+    if target is None or str(target.kind.name) != "llvm":
+        return None
+    features = [f for f in KERNEL_FEATURES if codegen.target_has_features(f, target)]
+    if "avx2" not in features:
+        family = "none"
+    elif has_zmm(target, vnni=True):
+        family = "avx512-vnni"
+    elif has_vnni(target):
+        family = "avx-vnni"
+    else:
+        family = "avx512" if has_zmm(target) else "avx2"
+    mcpu = target.attrs.get("mcpu")
+    return {"mcpu": str(mcpu) if mcpu else None, "kernels": family, "features": features}
+
+
 @dataclass(frozen=True)
 class Dot:
     """A kernel's multiply: AVX2 (`vnni` False: channel pairs of int16 x - zp,

@@ -189,6 +189,20 @@ def test_dense_takes_the_widest_vectors_the_target_has(target, zmm, dpwssd):
         assert "vpdpbusd" in int8
 
 
+def test_kernel_family_per_target():
+    """What the manifest records: the family each CPU's build gets."""
+    from backends.tvm.kernels.common import kernel_family
+
+    assert kernel_family(VNNI_CPU)["kernels"] == "avx512-vnni"
+    assert kernel_family(AVX_VNNI_CPU)["kernels"] == "avx-vnni"
+    assert kernel_family(HASWELL) == {"mcpu": "haswell", "kernels": "avx2",
+                                      "features": ["avx2"]}
+    assert kernel_family(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
+                         )["kernels"] == "avx512"
+    assert kernel_family(tvm.target.Target({"kind": "llvm"}))["kernels"] == "none"
+    assert kernel_family(tvm.target.Target({"kind": "cuda", "arch": "sm_90"})) is None
+
+
 def test_direct_conv_takes_zmm_where_rows_fill_it():
     """AVX-512 VNNI: 3x3 rows of 56 and 14 pixels in zmm (16 lanes), rows of 7 and 1x1
     convs (memory-bound) stay on ymm; AVX-VNNI: ymm. Strided convs take the direct
