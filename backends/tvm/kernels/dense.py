@@ -12,7 +12,7 @@ Schedule (per kernel call):
    2R ymm registers over K/2 steps of `dot_pairs` (vpbroadcastd the activation pair,
    vpmovsxbw 16 weights, vpmaddwd + vpaddd, or one vpdpwssd with VNNI): two weight
    loads and R broadcasts for 4R multiply-add instructions. With AVX-512 (common.widest)
-   each row's 16 channels are one zmm accumulator and R <= 12;
+   each row's 16 channels are one zmm accumulator and R <= 16;
 3. the tile is written out with the bias added, and with an epilogue (epilogue.py:
    requantize, residual qadd) stored as 8-bit values, vectorised over the tile's 16
    output channels. Tiles run in parallel.

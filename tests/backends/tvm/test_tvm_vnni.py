@@ -221,7 +221,7 @@ def test_direct_conv_takes_zmm_where_rows_fill_it():
 
 @pytest.mark.parametrize("target", [VNNI_CPU, AVX_VNNI_CPU], ids=["avx512-vnni", "avx-vnni"])
 def test_wide_tiles_exact_where_this_cpu_runs_them(target):
-    """Dense rows that do not divide the tile (12 on zmm), every activation type, and
+    """Dense rows that do not divide the tile (16 on zmm), every activation type, and
     direct convs on zmm rows; run where this CPU has the target's instructions."""
     need = ({"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} if target is VNNI_CPU
             else {"avx_vnni"})
