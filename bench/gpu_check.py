@@ -188,22 +188,20 @@ def pack_suite(name: str, work: Path, models: Path, target: str) -> list[dict]:
     return infos
 
 
-class _Leaves:
-    """A model whose outputs are a flat tuple of tensors (torch.export cannot save
+def _flat_outputs(model):
+    """`model` with its outputs as a flat tuple of tensors (torch.export cannot save
     torch.return_types such as sort's)."""
+    import torch
 
-    def __new__(cls, model):
-        import torch
+    class Flat(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
 
-        class Leaves(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
+        def forward(self, *args):
+            return tuple(torch.utils._pytree.tree_leaves(self.model(*args)))
 
-            def forward(self, *args):
-                return tuple(torch.utils._pytree.tree_leaves(self.model(*args)))
-
-        return Leaves().eval()
+    return Flat().eval()
 
 
 def pack_writes(work: Path, models: Path, target: str) -> list[dict]:
@@ -227,7 +225,7 @@ def pack_writes(work: Path, models: Path, target: str) -> list[dict]:
     cases["grid_scatter_int8"] = (model, args, writes.grid_scatter_calib)
     for name, (model, args, calib_of) in cases.items():
         pt2, out = work / f"writes-{name}.pt2", work / f"writes-{name}"
-        torch.export.save(torch.export.export(_Leaves(model), tuple(args)), pt2)
+        torch.export.save(torch.export.export(_flat_outputs(model), tuple(args)), pt2)
         names = load_export_args(pt2)
         if calib_of is None:
             _qir("compile", str(pt2), "--target", target, "-o", str(out))

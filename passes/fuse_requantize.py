@@ -196,7 +196,7 @@ def lookup_table(source: Op, region: list[Op], q: Op) -> np.ndarray:
     fn = Function("lut", [("x", TensorType((256,), x_type.elem))])
     module = Module()
     module.add_function(fn)
-    mapped = {id(source.result): None}
+    mapped = {}
 
     def emit(op: Op, operands, result_type=None) -> None:
         new = make_op(op.name, operands, dict(op.attrs),

@@ -95,17 +95,25 @@ def _with_signature(mod: tvm.IRModule, signature: Signature) -> tvm.IRModule:
     return bb.get()
 
 
+def fuse_for_cuda(mod: tvm.IRModule, tgt: tvm.target.Target) -> tvm.IRModule:
+    """The cuda build's Relax-to-TIR steps before scheduling: legalize (exact float
+    products), then fuse: the kernels `cuda.ScheduleForGpu` will schedule."""
+    with tgt:
+        return tvm.transform.Sequential([
+            relax.transform.LegalizeOps(exact.legalize_map()),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(), relax.transform.FuseOps(),
+            relax.transform.FuseTIR()])(mod)
+
+
 def _build_cuda(mod: tvm.IRModule, tgt: tvm.target.Target, signature: Signature,
                 fmt: str, cuda_graph: bool = False) -> Compiled:
     from backends.tvm import cuda
 
     arch = str(tgt.attrs["arch"])
+    mod = fuse_for_cuda(mod, tgt)
     with tgt:
-        mod = tvm.transform.Sequential([
-            relax.transform.LegalizeOps(exact.legalize_map()),
-            relax.transform.AnnotateTIROpPattern(),
-            relax.transform.FoldConstant(), relax.transform.FuseOps(),
-            relax.transform.FuseTIR(), cuda.ScheduleForGpu(tgt)])(mod)
+        mod = cuda.ScheduleForGpu(tgt)(mod)
     prelude = gpu.sources(mod)  # hand-written kernels the TIR calls into
     config = {"relax.backend.use_cuda_graph": True} if cuda_graph else {}
     with cuda.exact_cuda_compiler(arch, prelude), tvm.transform.PassContext(config=config):

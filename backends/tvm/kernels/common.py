@@ -219,21 +219,22 @@ def dot_pairs(b_dtype: str = "int8", lanes: int = 8, dpwssd: bool = False) -> st
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    width = "512" if lanes == 16 else "256"
     halves = f"int16x{2 * lanes}"
     if dpwssd:
-        name = f"llvm.x86.avx512.vpdpwssd.{width}"
+        name = f"llvm.x86.avx512.vpdpwssd.{512 if lanes == 16 else 256}"
     else:
         name = "llvm.x86.avx512.pmaddw.d.512" if lanes == 16 else "llvm.x86.avx2.pmadd.wd"
 
-    if dpwssd:
-        @T.prim_func(s_tir=True)
-        def impl(a: T.Buffer((2,), "int16", offset_factor=1),
-                 b: T.Buffer((lanes, 2), b_dtype, offset_factor=1),
-                 c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
-            with T.sblock("root"):
-                T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
-                T.writes(c[0:lanes])
+    # one expression per branch (a static branch: TVMScript folds it): names bound here
+    # would become buffers allocated per call
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((2,), "int16", offset_factor=1),
+             b: T.Buffer((lanes, 2), b_dtype, offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
+            T.writes(c[0:lanes])
+            if dpwssd:
                 c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
                     T.llvm_lookup_intrinsic_id(name), c.vload([0], f"int32x{lanes}"),
                     T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "int16x2"),
@@ -241,15 +242,7 @@ def dot_pairs(b_dtype: str = "int8", lanes: int = 8, dpwssd: bool = False) -> st
                                   dtype=halves),
                     T.Cast(halves, b.vload([0, 0], f"{b_dtype}x{2 * lanes}")),
                     dtype=f"int32x{lanes}")
-    else:
-        @T.prim_func(s_tir=True)
-        def impl(a: T.Buffer((2,), "int16", offset_factor=1),
-                 b: T.Buffer((lanes, 2), b_dtype, offset_factor=1),
-                 c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
-            with T.sblock("root"):
-                T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
-                T.writes(c[0:lanes])
-                # one expression: names bound here would become buffers allocated per call
+            else:
                 c[T.ramp(T.int32(0), 1, lanes)] = c.vload(
                     [0], f"int32x{lanes}") + T.call_llvm_pure_intrin(
                     T.llvm_lookup_intrinsic_id(name),

@@ -106,3 +106,16 @@ def test_sort_runs_with_tvm_runtime_alone(runtime, tmp_path):
     values, indices = (g[k] for k in g)
     np.testing.assert_array_equal(values, np.sort(x.numpy(), axis=1))
     np.testing.assert_array_equal(indices, torch.topk(x, 2)[1].numpy())
+
+
+def test_gpu_check_packs_the_last_core_aten_ops(tmp_path):
+    """`pack --writes` on this machine's CPU: the scatter / sort / grid_sample models
+    (integer outputs exact, floats within 1e-4) and the int8 island model, all pass."""
+    pack(tmp_path / "pack", [], [], target="llvm", wheels=False, writes=True)
+    proc = python(["-m", "bench.gpu_check", "run", str(tmp_path / "pack"), "--repeat", "3",
+                   "-o", str(tmp_path / "report.json")], [])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    entries = json.loads((tmp_path / "report.json").read_text())["entries"]
+    assert {"writes-scatter", "writes-sort_ties", "writes-grid_scatter_int8"} <= set(entries)
+    assert all(e["ok"] for e in entries.values()), entries
+    assert "| writes-sort_ties | vs numpy: integers exact, floats 1e-4 | pass" in proc.stdout
