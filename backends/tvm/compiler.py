@@ -12,6 +12,9 @@
   (backends/tvm/cuda.py), then `tvm.compile` with qir's exact nvcc settings. On a machine
   without a CUDA driver the device code is compiled here with nvcc and packed into
   exported libraries (see cuda.py), so `build(module, "cuda")` works without a GPU.
+
+Between fusing and scheduling, the build notes which qir ops each kernel computes
+(backends/tvm/trace.py) and puts that in the signature, for `qir bench --profile`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from backends.tvm.lower import to_relax
 from backends.tvm.registry import TvmBuildError, error_summary
 from backends.tvm.runtime import SIGNATURE_FUNCTION, Compiled, Signature
 from backends.tvm.target import resolve_target, target_kind
+from backends.tvm.trace import describe_kernels, kernel_groups
 from backends.tvm.tune import Tuning, tune_and_apply
 from qir import QirError
 from qir.ir import Module
@@ -56,12 +60,13 @@ def build(module: Module, target="llvm", *, function: str = "main",
         raise QirError(f"cuda_format must be one of {', '.join(CUDA_FORMATS)}")
     with tgt:  # lowerings pick target-specific arithmetic (backends/tvm/exact.py)
         mod = to_relax(module, function=function)
-    signature = Signature.of(module.function(function), kind)
-    mod = _with_signature(mod, signature)
+    fn = module.function(function)
     try:
+        mod, kernels = fuse(mod, tgt)
+        signature = Signature.of(fn, kind, describe_kernels(kernels, fn))
         if kind == "llvm":
             mod, _ = schedule_llvm(mod, tgt, tune)
-            return Compiled(tvm.compile(mod, tgt).mod, signature)
+            return Compiled(tvm.compile(_with_signature(mod, signature), tgt).mod, signature)
         return _build_cuda(mod, tgt, signature, cuda_format, cuda_graph)
     except QirError:
         raise
@@ -70,16 +75,27 @@ def build(module: Module, target="llvm", *, function: str = "main",
                             f"{type(e).__name__}: {error_summary(e)}") from e
 
 
+def fuse(mod: tvm.IRModule, tgt: tvm.target.Target) -> tuple[tvm.IRModule, dict[str, list[int]]]:
+    """Relax to TIR, as Relax's "zero" pipeline does it: legalize (exact float products:
+    backends/tvm/exact.py), annotate, fold constants and fuse elementwise chains into
+    their producers. Also returns, for each kernel, the lowering groups it computes
+    (backends/tvm/trace.py), read between FuseOps and FuseTIR."""
+    with tgt:
+        mod = tvm.transform.Sequential([
+            relax.transform.LegalizeOps(exact.legalize_map()),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant()])(mod)
+        fused = relax.transform.FuseOps()(mod)
+        kernels = kernel_groups(mod["main"], fused)
+        return relax.transform.FuseTIR()(fused), kernels
+
+
 def schedule_llvm(mod: tvm.IRModule, tgt: tvm.target.Target, tune: Tuning | None = None
                   ) -> tuple[tvm.IRModule, cpu.ScheduleForCpu]:
-    """The llvm build's Relax-to-TIR steps: legalize (exact float products), fuse, put
-    in the tuned schedules (with `tune`), and schedule every other kernel
-    (backends/tvm/cpu.py); also returns the scheduling pass, whose `unscheduled` names
-    the kernels left without a schedule."""
+    """The llvm build's steps after `fuse`: put in the tuned schedules (with `tune`), and
+    schedule every other kernel (backends/tvm/cpu.py); also returns the scheduling pass,
+    whose `unscheduled` names the kernels left without a schedule."""
     schedule = cpu.ScheduleForCpu()
-    with tgt:
-        mod = relax.transform.LegalizeOps(exact.legalize_map())(mod)
-        mod = relax.get_pipeline("zero")(mod)
     if tune is not None:
         mod = tune_and_apply(mod, tgt, tune)
     with tgt:
@@ -95,25 +111,13 @@ def _with_signature(mod: tvm.IRModule, signature: Signature) -> tvm.IRModule:
     return bb.get()
 
 
-def fuse_for_cuda(mod: tvm.IRModule, tgt: tvm.target.Target) -> tvm.IRModule:
-    """The cuda build's Relax-to-TIR steps before scheduling: legalize (exact float
-    products), then fuse: the kernels `cuda.ScheduleForGpu` will schedule."""
-    with tgt:
-        return tvm.transform.Sequential([
-            relax.transform.LegalizeOps(exact.legalize_map()),
-            relax.transform.AnnotateTIROpPattern(),
-            relax.transform.FoldConstant(), relax.transform.FuseOps(),
-            relax.transform.FuseTIR()])(mod)
-
-
 def _build_cuda(mod: tvm.IRModule, tgt: tvm.target.Target, signature: Signature,
                 fmt: str, cuda_graph: bool = False) -> Compiled:
     from backends.tvm import cuda
 
     arch = str(tgt.attrs["arch"])
-    mod = fuse_for_cuda(mod, tgt)
     with tgt:
-        mod = cuda.ScheduleForGpu(tgt)(mod)
+        mod = _with_signature(cuda.ScheduleForGpu(tgt)(mod), signature)
     prelude = gpu.sources(mod)  # hand-written kernels the TIR calls into
     config = {"relax.backend.use_cuda_graph": True} if cuda_graph else {}
     with cuda.exact_cuda_compiler(arch, prelude), tvm.transform.PassContext(config=config):

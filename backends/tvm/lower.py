@@ -20,6 +20,7 @@ from tvm import relax
 import qir
 from qir.ir import describe_op
 from backends.tvm import epilogue_fusion
+from backends.tvm.trace import binding_name, lowering_groups
 from backends.tvm.common import (FP8, LOW_FLOATS, R, dtype_of, is_float, shape_of, to_float32,
                                  tvm_dtype)
 from backends.tvm.registry import LoweringError, error_summary, get_lowering
@@ -42,29 +43,35 @@ def to_relax(module: Module, *, function: str = "main", verify: bool = True) -> 
         raise LoweringError(f"no Relax lowering for {len(missing)} op(s) in @{fn.name}:\n"
                             f"  {shown}\nregister one with @relax_lowering(op_name) from "
                             "backends.tvm")
-    bb = relax.BlockBuilder()
+    bb = _NamingBuilder()
     args = [relax.Var(a.name, relax.TensorType(a.type.shape, tvm_dtype(a.type)))
             for a in fn.args]
     with bb.function("main", args):
         with bb.dataflow():
             env: dict[Value, relax.Expr] = dict(zip(fn.args, args))
-            chains = epilogue_fusion.plan(fn)
-            deferred = {op for chain in chains.values() for op in chain.ops[:-1]}
-            for op in fn.ops:
-                if op in deferred:
-                    continue  # lowered with its chain, at the chain's last op
-                chain = chains.get(op)
+            for index, (group, chain) in enumerate(lowering_groups(fn)):
+                bb.naming = binding_name(group, index)  # kernels trace back to ops by it
                 fused = _lower_chain(bb, chain, env) if chain is not None else None
                 if fused is not None:
-                    env[op.result] = fused
+                    env[chain.tail.result] = fused
                     continue
-                for member in chain.ops if chain is not None else (op,):
+                for member in group:
                     for value, expr in zip(member.results,
                                            _lower_op(bb, member, env, module.params)):
                         env[value] = expr
             outputs = bb.emit_output(relax.Tuple([env[v] for v in fn.outputs]))
         bb.emit_func_output(outputs)
     return bb.get()
+
+
+class _NamingBuilder(relax.BlockBuilder):
+    """A BlockBuilder that names every binding it is not given a name for after the
+    lowering group being lowered (backends/tvm/trace.py)."""
+
+    naming = ""
+
+    def emit(self, expr: relax.Expr, name_hint: str = "") -> relax.Var:
+        return super().emit(expr, name_hint or self.naming)
 
 
 def _lower_chain(bb: relax.BlockBuilder, chain, env: dict) -> relax.Expr | None:

@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
@@ -48,32 +48,36 @@ _LOSSLESS_ENOUGH = {(np.dtype(np.float64), np.dtype(np.float32)),
 
 @dataclass(frozen=True)
 class Signature:
-    """What a compiled function takes and returns."""
+    """What a compiled function takes and returns, and which qir ops each of its kernels
+    computes (backends/tvm/trace.py)."""
 
     function: str
     inputs: tuple[tuple[str, tuple[int, ...], str], ...]  # (name, shape, numpy dtype)
     outputs: tuple[str, ...]  # result keys, as backends.numpy.run names them
     target: str  # "llvm" or "cuda"
+    # kernel name -> the ops it computes: [{"value", "op", "loc"}] (trace.describe_kernels)
+    kernels: dict[str, list[dict]] = field(default_factory=dict, compare=False, hash=False)
 
     @staticmethod
-    def of(fn: Function, target: str) -> Signature:
+    def of(fn: Function, target: str, kernels: dict[str, list[dict]] | None = None
+           ) -> Signature:
         inputs = tuple((a.name, a.type.shape, a.type.dtype.name) for a in fn.args)
         keys, seen = [], set()
         for i, v in enumerate(fn.outputs):
             keys.append(f"{v.name}#{i}" if v.name in seen else v.name)
             seen.add(v.name)
-        return Signature(fn.name, inputs, tuple(keys), target)
+        return Signature(fn.name, inputs, tuple(keys), target, dict(kernels or {}))
 
     def to_json(self) -> str:
         return json.dumps({"function": self.function, "target": self.target,
                            "inputs": [[n, list(s), d] for n, s, d in self.inputs],
-                           "outputs": list(self.outputs)})
+                           "outputs": list(self.outputs), "kernels": self.kernels})
 
     @staticmethod
     def from_json(text: str) -> Signature:
         d = json.loads(text)
         return Signature(d["function"], tuple((n, tuple(s), dt) for n, s, dt in d["inputs"]),
-                         tuple(d["outputs"]), d["target"])
+                         tuple(d["outputs"]), d["target"], d.get("kernels", {}))
 
     def as_constant(self) -> np.ndarray:
         return np.frombuffer(self.to_json().encode(), dtype=np.uint8).copy()

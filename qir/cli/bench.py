@@ -8,6 +8,7 @@ by kernel (Compiled.profile), with the VM's overhead as its own row (and in the 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 
@@ -46,10 +47,13 @@ def _inputs(spec, path: str | None) -> dict[str, np.ndarray]:
     return out
 
 
-def profile_table(rows: list[tuple[str, int, float]], run_ms: float) -> list[dict]:
+def profile_table(rows: list[tuple[str, int, float]], run_ms: float,
+                  kernel_ops: dict[str, list[dict]] | None = None) -> list[dict]:
     """Print the per-kernel table (kernels, then the VM's builtins together, then what the
     unprofiled run does not spend in kernels: launches and the VM's bookkeeping) and
-    return it as records."""
+    return it as records. `kernel_ops` (the signature's `kernels`) names the qir ops each
+    kernel computes and their torch source: the table's last column, and "ops" in JSON."""
+    kernel_ops = kernel_ops or {}
     builtins = [(n, c, ms) for n, c, ms in rows if n.startswith("vm.builtin.")]
     # what timing one call costs by itself: the cheapest builtin's time per call
     floor = min((ms / c for _, c, ms in builtins if c), default=0.0)
@@ -58,21 +62,40 @@ def profile_table(rows: list[tuple[str, int, float]], run_ms: float) -> list[dic
     builtin = sum(ms for _, _, ms in builtins)
     in_kernels = sum(ms for _, _, ms in kernels)
     records = [{"kernel": n, "calls": c, "total_us": ms * 1e3, "mean_us": ms * 1e3 / max(c, 1),
-                "percent": 100 * ms / run_ms if run_ms else 0.0} for n, c, ms in kernels]
+                "percent": 100 * ms / run_ms if run_ms else 0.0, "ops": kernel_ops.get(n, [])}
+               for n, c, ms in kernels]
     overhead = max(run_ms - in_kernels, 0.0)
-    records.append({"kernel": "(VM and launch overhead: the run's median minus the kernels)",
+    records.append({"kernel": "(VM and launch overhead)",
                     "calls": sum(c for n, c, _ in rows if n.startswith("vm.builtin.")),
                     "total_us": overhead * 1e3, "mean_us": None,
-                    "percent": 100 * overhead / run_ms if run_ms else 0.0})
-    print(f"{'kernel':<60} {'calls':>5} {'total us':>10} {'mean us':>9} {'% run':>6}")
+                    "percent": 100 * overhead / run_ms if run_ms else 0.0, "ops": []})
+    print(f"{'kernel':<48} {'calls':>5} {'total us':>10} {'mean us':>9} {'% run':>6}  "
+          "qir op (torch source)")
     for r in records:
         mean = f"{r['mean_us']:9.1f}" if r["mean_us"] is not None else f"{'':>9}"
-        print(f"{r['kernel'][:60]:<60} {r['calls']:>5} {r['total_us']:10.1f} {mean} "
-              f"{r['percent']:6.1f}")
+        name = r["kernel"] if len(r["kernel"]) <= 48 else r["kernel"][:47] + "~"
+        print(f"{name:<48} {r['calls']:>5} {r['total_us']:10.1f} {mean} "
+              f"{r['percent']:6.1f}  {_ops_cell(r['ops'])}".rstrip())
     print(f"(each kernel timed alone, the device synchronised around it, less "
           f"{floor * 1e3:.1f} us a call that timing itself costs; the VM's builtins took "
-          f"{builtin * 1e3:.1f} us of such calls)")
+          f"{builtin * 1e3:.1f} us of such calls; the overhead row is the run's median minus the "
+          f"kernels; every kernel and its ops: \"kernels\" in "
+          "the compiled signature, `qir explain OUTDIR/model.qir %VALUE` for an op)")
     return records
+
+
+def _ops_cell(ops: list[dict]) -> str:
+    """The first op a kernel computes (its anchor: the conv of conv+requantize+add), how
+    many more, and where in the torch source it came from."""
+    if not ops:
+        return ""
+    first = ops[0]
+    more = f" +{len(ops) - 1}" if len(ops) > 1 else ""
+    loc = first["loc"]
+    if loc:  # "conv1 at /path/to/model.py:12" -> "conv1 at model.py:12"
+        head, _, path = loc.rpartition(" at ")
+        loc = f"{head} at {os.path.basename(path)}" if head else os.path.basename(loc)
+    return f"%{first['value']} {first['op']}{more}" + (f"  ({loc})" if loc else "")
 
 
 def run(args) -> int:
@@ -105,7 +128,7 @@ def run(args) -> int:
             raise QirError("--profile times the kernels of a compiled library: not for "
                            "--backend numpy")
         result["profile"] = profile_table(timer.profile(inputs, repeat=min(args.repeat, 20)),
-                                          result["median_ms"])
+                                          result["median_ms"], timer.signature.kernels)
     if args.json:
         print(json.dumps(result))
     return 0

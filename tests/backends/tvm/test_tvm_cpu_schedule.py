@@ -13,7 +13,7 @@ from tvm import tirx as tir
 
 import frontends
 from backends.tvm import cpu
-from backends.tvm.compiler import schedule_llvm
+from backends.tvm.compiler import fuse, schedule_llvm
 from backends.tvm.lower import to_relax
 from backends.tvm.target import resolve_target
 from passes import PassContext, PassManager
@@ -35,6 +35,7 @@ def test_every_kernel_of_the_zoo_is_scheduled(name):
     tgt = resolve_target("llvm")
     with tgt:
         mod = to_relax(_int8_module(name))
+    mod, _ = fuse(mod, tgt)
     mod, schedule = schedule_llvm(mod, tgt)
     assert schedule.unscheduled == {}
     prims = [f for _, f in mod.functions_items() if isinstance(f, tir.PrimFunc)]
