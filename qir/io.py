@@ -1,7 +1,9 @@
-"""Saving and loading modules: `model.qir` (text) plus `model.qir.npz` (parameter arrays).
+"""Saving and loading modules: `model.qir` (text) plus `model.qir.npz` (parameter arrays),
+and the one place every .npz file is read (`read_npz`) and written (`write_npz`).
 
 Writes are atomic: both files are written to temporaries and renamed, so a failed save
-never leaves a half-written model behind.
+never leaves a half-written model behind. They are also reproducible: the same module
+gives the same bytes (the .npz members carry a fixed timestamp, not the time of writing).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,24 +44,81 @@ def save_params(params: dict[str, np.ndarray], path: str | Path) -> None:
         if tag:
             tags[name] = tag
     if tags:
-        arrays[_DTYPES_KEY] = np.array(json.dumps(tags))
+        arrays[_DTYPES_KEY] = np.array(json.dumps(tags, sort_keys=True))
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        write_npz(arrays, f)
 
 
 def load_params(path: str | Path) -> dict[str, np.ndarray]:
+    data = read_npz(path, "the module's parameters")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise QirError(f"{path}: cannot read parameters: {e}") from None
-    tags = json.loads(str(data.pop(_DTYPES_KEY))) if _DTYPES_KEY in data else {}
+        tags = json.loads(str(data.pop(_DTYPES_KEY))) if _DTYPES_KEY in data else {}
+    except json.JSONDecodeError as e:
+        raise QirError(f"{path}: array '{_DTYPES_KEY}' is not the dtype table qir writes "
+                       f"({e.msg}): the file is damaged; write it again") from None
     if tags:
         import ml_dtypes
 
         for name, tag in tags.items():
-            data[name] = data[name].view(getattr(ml_dtypes, tag, None) or np.dtype(tag))
+            dtype = getattr(ml_dtypes, str(tag), None)
+            if name not in data or dtype is None:
+                raise QirError(f"{path}: the dtype table names {name!r} as {tag!r}, which "
+                               "is not an array of the file or not a known dtype: the file "
+                               "is damaged; write it again")
+            data[name] = data[name].view(dtype)
     return data
+
+
+def write_npz(arrays: dict[str, np.ndarray], f) -> None:
+    """np.savez's format (read back by np.load), written reproducibly: members in the
+    given order, each stamped 1980-01-01 rather than the time of writing."""
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with z.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+
+
+def read_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of the .npz file at `path` (`what` it holds, for messages), read whole
+    and never unpickled. Whatever is wrong with the file (missing, not an archive,
+    truncated, a member that does not decode, an object array) is a QirError naming the
+    file, the array when one is at fault, and what was expected."""
+    path = Path(path)
+    if not path.is_file():
+        raise QirError(f"{path}: no such file ({what})" if not path.exists() else
+                       f"{path}: not a file ({what}; expected an .npz archive)")
+    if path.stat().st_size == 0:
+        raise QirError(f"{path}: empty file ({what}; expected arrays saved with numpy.savez)")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001  (zip, npy-header and OS errors alike)
+        raise QirError(f"{path}: not a readable .npz archive ({what}): {_reason(e)}; "
+                       "expected arrays saved with numpy.savez") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise QirError(f"{path}: a single .npy array, not an .npz archive ({what}); save "
+                       "it with numpy.savez(path, name=array)")
+    out = {}
+    with z:
+        for key in z.files:
+            try:
+                out[key] = z[key]
+            except Exception as e:  # noqa: BLE001
+                if "allow_pickle" in str(e):
+                    raise QirError(f"{path}: array '{key}' holds Python objects ({what}), "
+                                   "which qir never unpickles: save numeric arrays") from None
+                raise QirError(f"{path}: array '{key}' cannot be read ({what}): "
+                               f"{_reason(e)}; the file is damaged or truncated: write it "
+                               "again") from None
+            if not isinstance(out[key], np.ndarray):  # numpy hands back a non-.npy member
+                raise QirError(f"{path}: member '{key}' is not a .npy array ({what}); the "
+                               "file is damaged, or not written by numpy.savez")
+    return out
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _umask() -> int:

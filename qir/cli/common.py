@@ -37,13 +37,9 @@ def write_module(module, path: str | None) -> None:
 
 
 def load_npz(path: str, what: str = "inputs") -> dict[str, np.ndarray]:
-    if not Path(path).exists():
-        raise QirError(f"{path}: no such file ({what})")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise QirError(f"{path}: not a readable .npz file ({what}): {e}") from None
+    from qir.io import read_npz
+
+    return read_npz(path, what)
 
 
 def save_npz(arrays: dict[str, np.ndarray], path: str) -> None:
@@ -51,8 +47,10 @@ def save_npz(arrays: dict[str, np.ndarray], path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".qir-", suffix=".npz", dir=directory)
     try:
+        from qir.io import write_npz
+
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write_npz(arrays, f)
         from qir.io import fix_mode
 
         fix_mode(tmp)

@@ -100,3 +100,108 @@ def test_only_qir_errors_escape(text):
     # Valid: it must also round-trip.
     once = qir.print_module(module)
     assert qir.print_module(qir.parse(once)) == once
+
+
+# --- the readers of files a user hands qir: .npz arrays, an OUTDIR's manifest ---------------
+
+
+def _valid_npz() -> bytes:
+    import io
+
+    import numpy as np
+
+    from qir.io import write_npz
+
+    buf = io.BytesIO()
+    write_npz({"x": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+               "ids": np.array([[1, 2, 3]], np.int64)}, buf)
+    return buf.getvalue()
+
+
+VALID_NPZ = _valid_npz()
+
+
+@st.composite
+def damaged_bytes(draw, seed: bytes):
+    data = bytearray(seed)
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["truncate", "flip", "insert", "delete", "zero"]))
+        pos = draw(st.integers(0, max(len(data) - 1, 0)))
+        if kind == "truncate":
+            del data[pos:]
+        elif kind == "flip" and data:
+            data[pos] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+        elif kind == "delete":
+            del data[pos:pos + draw(st.integers(1, 64))]
+        elif data:
+            data[pos:pos + 8] = bytes(min(8, len(data) - pos))
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(damaged_bytes(VALID_NPZ))
+def test_damaged_npz_is_a_qir_error(tmp_path_factory, data):
+    """qir.io.read_npz, the one reader of every .npz (inputs, calibration data, weights):
+    a damaged archive reads or raises a QirError naming the file, nothing else."""
+    from qir import QirError
+    from qir.io import read_npz
+
+    path = tmp_path_factory.mktemp("npz") / "data.npz"
+    path.write_bytes(data)
+    try:
+        arrays = read_npz(path, "inputs")
+    except QirError as e:
+        assert str(path) in str(e)
+        return
+    assert all(hasattr(a, "dtype") for a in arrays.values())
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 2**40) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3), max_leaves=6)
+
+
+@st.composite
+def damaged_manifest(draw):
+    import json
+
+    man = {"format": "qir-compiled/2", "target": "llvm", "files": {
+        "model.so": {"bytes": 5, "sha256": "0" * 64}}, "versions": {"qir": "0.1.0"},
+        "cpu": {"mcpu": "x", "requires": ["avx2"]}}
+    for _ in range(draw(st.integers(1, 3))):
+        files = man.get("files")
+        where = draw(st.sampled_from([man, files, man.get("versions"), man.get("cpu"),
+                                      files.get("model.so") if isinstance(files, dict)
+                                      else None]))
+        if not isinstance(where, dict):
+            continue
+        key = draw(st.sampled_from(sorted(where) + ["format", "target", "model.so",
+                                                    "bytes", "requires", "new"]))
+        where[key] = draw(JSON_VALUES)
+    text = json.dumps(man)
+    if draw(st.booleans()):
+        text = draw(damaged_bytes(text.encode())).decode("utf-8", "replace")
+    return text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(damaged_manifest())
+def test_damaged_manifest_is_a_qir_error(tmp_path_factory, text):
+    """qir.cli.artifact.read_manifest and verify on a manifest with wrong types, missing
+    keys or damaged bytes: a QirError, or (when it still says what the files are) the
+    files checked against it. Never a KeyError or TypeError."""
+    from qir import QirError
+    from qir.cli.artifact import read_manifest, verify
+
+    outdir = tmp_path_factory.mktemp("outdir")
+    (outdir / "manifest.json").write_text(text)
+    (outdir / "model.so").write_bytes(b"12345")
+    try:
+        man = read_manifest(str(outdir))
+        for backend in ("llvm", "numpy"):
+            verify(str(outdir), man, backend, ("model.so",))
+    except QirError as e:
+        assert str(e)
