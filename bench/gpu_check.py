@@ -70,8 +70,14 @@ def _qir(*args: str) -> None:
 def _save(entry_dir: Path, outdir: Path, info: dict, feeds: list[dict], want: list[dict]
           ) -> dict:
     entry_dir.mkdir(parents=True)
-    for f in ("model.so", "manifest.json"):
-        shutil.copy(outdir / f, entry_dir / f)
+    from qir.cli.artifact import sha256
+
+    shutil.copy(outdir / "model.so", entry_dir / "model.so")
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    shipped = entry_dir / "model.so"  # the manifest lists what ships (qir.cli.artifact)
+    manifest["files"] = {"model.so": {"bytes": shipped.stat().st_size,
+                                      "sha256": sha256(shipped)}}
+    (entry_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     np.savez(entry_dir / "inputs.npz", **{f"{i}/{k}": v for i, feed in enumerate(feeds)
                                           for k, v in feed.items()})
     np.savez(entry_dir / "want.npz", **{f"{i}/{k}": v for i, out in enumerate(want)

@@ -15,7 +15,6 @@ and renamed into place. The input model file is only read.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -100,32 +99,23 @@ def _example_batches(module, examples) -> list[dict]:
     return [dict(zip(names, arrays))]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def manifest(module, args, pipeline: str, files: list[str], model_path: Path) -> dict:
-    from qir import __version__
+def manifest(module, args, pipeline: str, outdir: Path, model_path: Path) -> dict:
+    """The manifest of the output directory being written at `outdir` (every file there
+    is listed with its size and sha256: qir.cli.artifact.verify checks them)."""
+    from qir.cli.artifact import FORMAT, sha256, versions
 
     fn = module.main
-    tvm_version = None
-    if args.target != "numpy":
-        import tvm
-
-        tvm_version = tvm.__version__
 
     def tensor(v, name):
         t = v.type
         return {"name": name, "shape": list(t.shape), "dtype": t.dtype.name,
                 "qir_type": str(t)}
 
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)}
+             for p in sorted(outdir.iterdir())}
     return {
-        "format": "qir-compiled/1",
-        "model": {"path": str(model_path), "sha256": _sha256(model_path)},
+        "format": FORMAT,
+        "model": {"path": str(model_path), "sha256": sha256(model_path)},
         "target": args.target,
         "arch": args.arch if args.target == "cuda" else None,
         "pipeline": pipeline,
@@ -136,8 +126,7 @@ def manifest(module, args, pipeline: str, files: list[str], model_path: Path) ->
         "outputs": [tensor(v, v.name) for v in fn.outputs],
         "files": files,
         "cpu": _cpu(args),
-        "versions": {"qir": __version__, "tvm": tvm_version,
-                     "python": sys.version.split()[0]},
+        "versions": versions(args.target),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -279,12 +268,10 @@ def run(args) -> int:
         save(float_ref["module"], tmp / "float.qir")
         if compiled is not None:
             compiled.export_library(str(tmp / "model.so"))
-        files = sorted(p.name for p in tmp.iterdir())
         from qir.io import fix_mode
 
         fix_mode(tmp, directory=True)
-        info = manifest(module, args, pm.pipeline_string, files + ["manifest.json"],
-                        model_path)
+        info = manifest(module, args, pm.pipeline_string, tmp, model_path)
         if tuning is not None:
             info["tuning"] = {"trials": tuning.trials, "search": tuning.search,
                               "cache": str(tuning.cache_dir),

@@ -46,8 +46,7 @@ def register(sub) -> None:
 
 def _read_outdir(path: Path):
     """(float module, quantized module, pipeline) from a `qir compile` output."""
-    import json
-
+    from qir.cli.artifact import read_manifest, verify
     from qir.cli.common import read_module
 
     missing = [n for n in ("float.qir", "model.qir") if not (path / n).exists()]
@@ -55,13 +54,9 @@ def _read_outdir(path: Path):
         raise QirError(f"{path}: not a `qir compile` output directory with float and "
                        f"quantized modules (missing {', '.join(missing)}); pass a float "
                        "model (.pt2 or .qir) to quantize it here instead")
-    pipeline = None
-    manifest = path / "manifest.json"
-    if manifest.exists():
-        try:
-            pipeline = json.loads(manifest.read_text()).get("pipeline")
-        except (OSError, ValueError) as e:
-            raise QirError(f"{manifest}: unreadable manifest: {e}") from None
+    man = read_manifest(str(path))
+    verify(str(path), man, "numpy", ("float.qir", "model.qir"))  # modules, no library
+    pipeline = man.get("pipeline")
     return read_module(str(path / "float.qir")), read_module(str(path / "model.qir")), \
         pipeline
 

@@ -108,7 +108,12 @@ def test_outdir_and_float_qir(quantized_zoo, capsys, tmp_path):
     out.mkdir()
     qir.save(ref, out / "float.qir")
     qir.save(quant, out / "model.qir")
-    (out / "manifest.json").write_text(json.dumps({"pipeline": "int8"}))
+    from qir.cli.artifact import FORMAT, sha256, versions
+
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in out.iterdir()}
+    (out / "manifest.json").write_text(json.dumps({
+        "format": FORMAT, "target": "numpy", "pipeline": "int8", "files": files,
+        "versions": versions("numpy")}))
     held_out = samples_of(module, "small_cnn", 4, seed=500)
     save_samples(held_out, tmp_path / "held.npz")
     code, text, err = report(capsys, out, "--inputs", tmp_path / "held.npz", "--json")

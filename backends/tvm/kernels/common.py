@@ -63,13 +63,27 @@ def has_vnni(target: tvm.target.Target | None) -> bool:
 
 
 KERNEL_FEATURES = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni")
+# The x86 features LLVM may use anywhere in an llvm build (its kernels, and what it
+# vectorises on its own), as LLVM names them -> as Linux's /proc/cpuinfo does: what a
+# machine must have to run the build (the manifest's cpu.requires).
+CPU_FLAGS = {"sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
+             "bmi2": "bmi2", "avx512f": "avx512f", "avx512bw": "avx512bw",
+             "avx512vl": "avx512vl", "avx512dq": "avx512dq", "avx512cd": "avx512cd",
+             "avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni", "avx512bf16": "avx512_bf16",
+             "avx512fp16": "avx512_fp16", "avx512vbmi": "avx512vbmi",
+             "avx512vbmi2": "avx512_vbmi2", "avx512ifma": "avx512ifma",
+             "avx512bitalg": "avx512_bitalg", "avx512vpopcntdq": "avx512_vpopcntdq",
+             "amx-tile": "amx_tile", "amx-int8": "amx_int8", "gfni": "gfni", "vaes": "vaes",
+             "vpclmulqdq": "vpclmulqdq"}
 
 
 def kernel_family(target: tvm.target.Target) -> dict | None:
     """Which integer kernels an llvm build for `target` gets, for the manifest: the LLVM
     CPU name, the family ("avx512-vnni": zmm vpdpbusd / vpdpwssd; "avx-vnni": ymm
     vpdpbusd; "avx512": zmm vpmaddwd; "avx2": ymm vpmaddwd; "none": TVM's default
-    schedules) and the x86 features it was chosen by. None for other targets."""
+    schedules), the x86 features it was chosen by, and every feature the build may use,
+    as /proc/cpuinfo names them (`requires`: a machine without one of them would stop
+    with an illegal instruction). None for other targets."""
     if target is None or str(target.kind.name) != "llvm":
         return None
     features = [f for f in KERNEL_FEATURES if codegen.target_has_features(f, target)]
@@ -82,7 +96,10 @@ def kernel_family(target: tvm.target.Target) -> dict | None:
     else:
         family = "avx512" if has_zmm(target) else "avx2"
     mcpu = target.attrs.get("mcpu")
-    return {"mcpu": str(mcpu) if mcpu else None, "kernels": family, "features": features}
+    requires = sorted(flag for feature, flag in CPU_FLAGS.items()
+                      if codegen.target_has_features(feature, target))
+    return {"mcpu": str(mcpu) if mcpu else None, "kernels": family, "features": features,
+            "requires": requires}
 
 
 @dataclass(frozen=True)

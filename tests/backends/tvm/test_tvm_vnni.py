@@ -195,8 +195,11 @@ def test_kernel_family_per_target():
 
     assert kernel_family(VNNI_CPU)["kernels"] == "avx512-vnni"
     assert kernel_family(AVX_VNNI_CPU)["kernels"] == "avx-vnni"
-    assert kernel_family(HASWELL) == {"mcpu": "haswell", "kernels": "avx2",
-                                      "features": ["avx2"]}
+    assert kernel_family(HASWELL) == {
+        "mcpu": "haswell", "kernels": "avx2", "features": ["avx2"],
+        "requires": ["avx", "avx2", "bmi2", "f16c", "fma", "sse4_2"]}  # no AVX-512
+    assert "avx512_vnni" in kernel_family(VNNI_CPU)["requires"]
+    assert "avx_vnni" in kernel_family(AVX_VNNI_CPU)["requires"]
     assert kernel_family(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
                          )["kernels"] == "avx512"
     assert kernel_family(tvm.target.Target({"kind": "llvm"}))["kernels"] == "none"
