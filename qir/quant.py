@@ -39,6 +39,8 @@ def quantize_values(x: np.ndarray, ty: TensorType) -> np.ndarray:
             limit = np.float32(q.qmax)
             return np.clip(x32 / scale, -limit, limit).astype(ty.dtype)
         # rint in f32 (the specified division); the zero point is added and the result
-        # clipped in f64, where every i32 storage bound is exact.
+        # clipped in f64, where every i32 storage bound is exact. NaN stores the zero
+        # point (the real 0), +-Inf the storage bounds (docs/semantics.md).
         r = np.rint(x32 / scale).astype(np.float64)
+        r = np.where(np.isnan(r), 0.0, r)
         return np.clip(r + zp, q.storage_min, q.storage_max).astype(ty.dtype)

@@ -41,7 +41,8 @@ def i64(value) -> relax.Constant:
 def quantize(op, bb, args, params):
     """q = clip(round_half_even(x_f32 / s) + zp, lo, hi); the division is float32, the
     rounding exact, and the zero point added in int64 (after bounding the rounded value
-    to +-2^40, beyond every storage range, so that the conversion is defined)."""
+    to +-2^40, beyond every storage range, so that the conversion is defined); a NaN
+    stores the zero point."""
     ty = op.result.type
     x = cast(bb, args[0], "float32")
     scale, zp = quant_consts(ty)
@@ -53,6 +54,8 @@ def quantize(op, bb, args, params):
         v = bb.emit(R.minimum(R.maximum(v, R.negative(limit)), limit))
         return encode_fp8(bb, v, tvm_dtype(ty))
     r = round_half_even(bb, v)
+    # NaN stores the zero point (the real 0); +-Inf saturates (docs/semantics.md)
+    r = bb.emit(R.where(R.isnan(r), scalar(0.0, r), r))
     r = clip(bb, r, -(2.0**40), 2.0**40)
     y = bb.emit(R.add(R.astype(r, I64), i64(_squeeze(zp))))
     y = clip(bb, y, ty.quant.storage_min, ty.quant.storage_max)

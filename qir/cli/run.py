@@ -2,6 +2,10 @@
 
 npz keys are the function's argument names. An input with one extra leading axis over
 its declared shape (all inputs alike) runs the model once per index and stacks outputs.
+`--check-finite` reports, tensor by tensor, the NaN and infinite values of the inputs
+and outputs, and exits 1 when there are any (after writing the outputs): a quantized
+model computes on with them as docs/semantics.md says (NaN stores the zero point,
++-Inf the storage bounds), so finite outputs do not prove finite inputs.
 """
 
 from __future__ import annotations
@@ -21,7 +25,26 @@ def register(sub) -> None:
     p.add_argument("--backend", choices=("numpy", "llvm", "cuda"), default=None,
                    help="for an OUTDIR: run its compiled library (default) or its IR in "
                    "the numpy interpreter")
+    p.add_argument("--check-finite", action="store_true", help="report NaN/Inf in each "
+                   "input and output tensor; exit 1 when there are any")
     p.set_defaults(func=run)
+
+
+def non_finite(arrays: dict[str, np.ndarray], kind: str) -> list[str]:
+    """One line per float tensor holding NaN or +-Inf: how many of each, of how many."""
+    lines = []
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.kind != "f":
+            if a.dtype.kind in "biu" or a.dtype.itemsize > 2:
+                continue
+            a = a.astype(np.float32)  # bfloat16 / float8 (ml_dtypes)
+        nan = int(np.isnan(a).sum())
+        pos, neg = int(np.isposinf(a).sum()), int(np.isneginf(a).sum())
+        if nan or pos or neg:
+            lines.append(f"{kind} '{name}' {list(a.shape)} {np.asarray(arrays[name]).dtype}:"
+                         f" {nan} NaN, {pos} +Inf, {neg} -Inf of {a.size} values")
+    return lines
 
 
 def arguments(fn) -> list[tuple[str, tuple[int, ...], np.dtype]]:
@@ -88,11 +111,22 @@ def run(args) -> int:
         def execute(inputs):
             return interpret(module, inputs)
 
-    batches, stacked = split_batches(spec, load_npz(args.inputs))
+    arrays = load_npz(args.inputs)
+    batches, stacked = split_batches(spec, arrays)
     results = [execute(b) for b in batches]
     if stacked:
         out = {k: np.stack([r[k] for r in results]) for k in results[0]}
     else:
         out = results[0]
     save_npz(out, args.output)
+    if args.check_finite:
+        import sys
+
+        found = non_finite(arrays, "input") + non_finite(out, "output")
+        for line in found:
+            print(f"qir run: check-finite: {line}", file=sys.stderr)
+        if found:
+            return 1
+        print(f"qir run: check-finite: every value of the {len(arrays)} input(s) and "
+              f"{len(out)} output(s) is finite", file=sys.stderr)
     return 0
