@@ -1,7 +1,7 @@
 """`qir diff A.qir B.qir [--stat] [--color=auto|always|never]`: a structural diff of two
 modules (ops matched by value name and location, not lines of text). Exit status as
-diff(1): 0 when they are the same, 1 when they differ, 2 on trouble (unreadable file,
-parse error)."""
+every qir command's (README): 0 when they are the same, 2 when they differ, 1 on a
+user error (unreadable file, parse error) — unlike diff(1), 1 always means an error."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def register(sub) -> None:
         "match), then listed as added (+), removed (-) or changed (~) with what changed: "
         "op name, operands, attributes, result types, and quantization with the relative "
         "change of every scale. Grouped by source location. Value names alone are not a "
-        "difference. Exit status: 0 same, 1 different, 2 trouble.")
+        "difference. Exit status: 0 same, 2 different, 1 error (a file missing or unreadable).")
     p.add_argument("a", help="the old module (.qir)")
     p.add_argument("b", help="the new module (.qir)")
     p.add_argument("--stat", action="store_true",
@@ -62,10 +62,10 @@ def run(args) -> int:
         a, b = _read(args.a), _read(args.b)
     except QirSyntaxError as e:
         print(e, file=sys.stderr)
-        return 2
+        return 1
     except QirError as e:
         print(f"qir diff: error: {e}", file=sys.stderr)
-        return 2
+        return 1
     d = diff_modules(a, b, args.a, args.b)
     if d.empty:
         return 0
@@ -74,4 +74,4 @@ def run(args) -> int:
     else:
         sys.stdout.write(format_diff(d, color=use_color(args.color)))
     sys.stdout.flush()
-    return 1
+    return 2

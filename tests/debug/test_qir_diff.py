@@ -44,7 +44,7 @@ def test_one_scale_changed(name, quantized_zoo, capsys, tmp_path):
     changed = tmp_path / "changed.qir"
     qir.save(module, changed)
     code, out, err = diff(capsys, q.model, changed)
-    assert code == 1 and err == ""
+    assert code == 2 and err == ""
     entries = [line for line in out.splitlines() if line.startswith(("~ %", "+ ", "- "))]
     assert entries == [f"~ %{r.name} = qir.requantize"], out
     want = re.escape(f"scale {old.scale:.4g} → {old.scale * 1.065:.4g} (+6.5%)")
@@ -59,7 +59,7 @@ def test_calibrate_to_quantize_stages(name, quantized_zoo, capsys):
     before = qir.load(q.stages / "06-calibrate.qir")
     observers = [op for op in before.main.ops if op.name == "qir.observe"]
     code, out, _ = diff(capsys, q.stages / "06-calibrate.qir", q.stages / "07-quantize.qir")
-    assert code == 1
+    assert code == 2
     removed = [line for line in out.splitlines() if line.startswith("- %")]
     assert sum("= qir.observe" in line for line in removed) == len(observers)
     # the rest: float bias constants, replaced by quantized parameters
@@ -69,7 +69,7 @@ def test_calibrate_to_quantize_stages(name, quantized_zoo, capsys):
     assert any(line.startswith("~ %") and "qir.conv2d" in line for line in out.splitlines())
     code, stat, _ = diff(capsys, "--stat", q.stages / "06-calibrate.qir",
                          q.stages / "07-quantize.qir")
-    assert code == 1
+    assert code == 2
     row = next(line for line in stat.splitlines() if line.startswith("qir.observe"))
     assert row.split() == ["qir.observe", "0", str(len(observers)), "0"]
     assert re.fullmatch(r"\d+ added, \d+ removed, \d+ changed(, 1 signature change)?",
@@ -83,7 +83,7 @@ def test_insert_observers_to_calibrate_changes_attributes(name, quantized_zoo, c
     q = quantized_zoo(name)
     code, out, _ = diff(capsys, q.stages / "05-insert-observers.qir",
                         q.stages / "06-calibrate.qir")
-    assert code == 1
+    assert code == 2
     lines = out.splitlines()[2:]
     assert not [line for line in lines if line.startswith(("+", "-"))]  # the same ops
     assert all(line.startswith(("@@", "~ %", "~     ")) for line in lines)
@@ -107,7 +107,7 @@ def test_added_and_removed_ops(capsys, tmp_path):
 }
 """)
     code, out, _ = diff(capsys, a, b)
-    assert code == 1
+    assert code == 2
     assert out.splitlines() == [
         f"--- {a}", f"+++ {b}",
         '@@ @main loc("squash") @@',
@@ -117,7 +117,7 @@ def test_added_and_removed_ops(capsys, tmp_path):
         "~     operands %r → %t",
     ]
     code, out, _ = diff(capsys, b, a)
-    assert code == 1 and "- %t = qir.tanh %r : 4 f32" in out
+    assert code == 2 and "- %t = qir.tanh %r : 4 f32" in out
     assert diff(capsys, "--stat", b, a)[1].splitlines()[-1] == "0 added, 1 removed, 1 changed"
 
 
@@ -135,7 +135,7 @@ def test_renamed_values_still_match(quantized_zoo, capsys, tmp_path):
                      r'"gemmlowp", ', renamed.read_text())
     renamed.write_text(changed)
     code, out, _ = diff(capsys, q.model, renamed)
-    assert code == 1
+    assert code == 2
     assert "~ %conv2d_q_1 = qir.requantize  (was %conv2d_q)" in out
     assert '~     rounding: "single" → "gemmlowp"' in out
 
@@ -144,7 +144,7 @@ def test_renamed_values_still_match(quantized_zoo, capsys, tmp_path):
 def test_two_pipelines(name, quantized_zoo, capsys):
     minmax, percentile = quantized_zoo(name), quantized_zoo(name, INT8_PERCENTILE)
     code, out, _ = diff(capsys, minmax.model, percentile.model)
-    assert code == 1
+    assert code == 2
     assert re.search(r"~     scale [0-9.e-]+ → [0-9.e-]+ \([+-][0-9.e-]+%\)", out), out
     assert "(minmax)" in out and "(percentile)" in out  # the provenance says why
 
@@ -154,11 +154,11 @@ def test_parse_error_and_missing_file_exit_2(quantized_zoo, capsys, tmp_path):
     bad = tmp_path / "bad.qir"
     bad.write_text(q.model.read_text().replace(" : tensor<1x3x32x32x!q0>", " tensor<", 1))
     code, out, err = diff(capsys, q.model, bad)
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""
     assert re.match(rf"{re.escape(str(bad))}:\d+:\d+: error: ", err), err
     assert "Traceback" not in err
     code, out, err = diff(capsys, q.model, tmp_path / "nope.qir")
-    assert code == 2 and f"{tmp_path / 'nope.qir'}: no such file" in err
+    assert code == 1 and f"{tmp_path / 'nope.qir'}: no such file" in err
 
 
 def test_color(quantized_zoo, capsys, monkeypatch):

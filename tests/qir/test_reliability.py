@@ -198,13 +198,13 @@ def test_nan_calibration_data_names_the_observer(built, tmp_path):
 
 
 def test_compiles_are_reproducible_and_threads_do_not_change_results(built, tmp_path):
-    """The same model, data and flags: byte-identical model.qir and weights; the llvm
+    """The same model, data and flags: byte-identical model.qir, weights and library; the llvm
     build's outputs identical on 1 and 2 threads."""
     tmp, _ = built
     again = tmp_path / "again"
     assert main(["compile", str(tmp / "cnn.pt2"), "--int8", "--calib", str(tmp / "calib.npz"),
                  "-o", str(again), "--no-progress"]) == 0
-    for f in ("model.qir", "model.qir.npz", "float.qir", "float.qir.npz"):
+    for f in ("model.qir", "model.qir.npz", "float.qir", "float.qir.npz", "model.so"):
         assert (again / f).read_bytes() == (tmp / "out" / f).read_bytes(), f
     outs = []
     for threads in ("1", "2"):
