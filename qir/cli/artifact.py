@@ -56,11 +56,15 @@ def versions(target: str) -> dict:
     from qir import __version__
 
     found = {"qir": __version__, "python": sys.version.split()[0]}
-    if target != "numpy":
+    if target in ("llvm", "cuda"):
         import tvm
         import tvm_ffi
 
         found.update(tvm=tvm.__version__, tvm_ffi=tvm_ffi.__version__)
+    elif target == "onnx":  # recorded, not checked: any ONNX runtime may read the file
+        import onnx
+
+        found.update(onnx=onnx.__version__)
     return found
 
 
@@ -160,7 +164,21 @@ def runner(outdir: str, backend: str | None = None) -> Runner:
     if backend != "numpy" and backend != man["target"]:
         raise QirError(f"{outdir} was compiled for {man['target']}; run it with --backend "
                        f"{man['target']} or --backend numpy")
-    verify(outdir, man, backend, ("model.qir",) if backend == "numpy" else ("model.so",))
+    library = {"onnx": "model.onnx"}.get(backend, "model.so")
+    verify(outdir, man, backend, ("model.qir",) if backend == "numpy" else (library,))
+    if backend == "onnx":  # ONNX Runtime
+        import numpy as np
+
+        from backends.onnx import OnnxModel
+
+        keys, seen = [], set()
+        for i, o in enumerate(man.get("outputs", [])):
+            keys.append(f"{o['name']}#{i}" if o["name"] in seen else o["name"])
+            seen.add(o["name"])
+        model = OnnxModel(str(Path(outdir) / library), keys)
+        spec = [(i["name"], tuple(i["shape"]), np.dtype(i["dtype"]))
+                for i in man.get("inputs", [])]
+        return Runner(spec, model.run)
     if backend == "numpy":
         from backends.numpy import run
         from qir.cli.run import arguments

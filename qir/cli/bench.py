@@ -25,7 +25,7 @@ def register(sub) -> None:
                    "random floats, zeros for integer inputs)")
     p.add_argument("--repeat", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--backend", choices=("numpy", "llvm", "cuda"), default=None)
+    p.add_argument("--backend", choices=("numpy", "llvm", "cuda", "onnx"), default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--profile", action="store_true", help="then time each kernel the model "
                    "calls (the device synchronised around each) and print where the time "
@@ -125,8 +125,9 @@ def run(args) -> int:
           f"({args.repeat} runs, {args.warmup} warm-up)")
     if args.profile:
         if timer is None:
-            raise QirError("--profile times the kernels of a compiled library: not for "
-                           "--backend numpy")
+            raise QirError("--profile times the kernels of a TVM-compiled library (llvm, "
+                           f"cuda), not {result['backend']}: for an ONNX model, ONNX "
+                           "Runtime's own profiler (SessionOptions.enable_profiling)")
         result["profile"] = profile_table(timer.profile(inputs, repeat=min(args.repeat, 20)),
                                           result["median_ms"], timer.signature.kernels)
     if args.json:

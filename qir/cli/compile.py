@@ -1,8 +1,10 @@
-"""`qir compile MODEL [--target llvm|cuda|numpy] [--int8] [--calib CALIB.npz]
+"""`qir compile MODEL [--target llvm|cuda|numpy|onnx] [--int8] [--calib CALIB.npz]
 [--pipeline STR] [--dump-ir DIR] [--tune N] -o OUTDIR`: import → pipeline → codegen.
 
 OUTDIR holds:
   model.qir (+ .npz)   the final IR and its weights
+  model.onnx           (onnx) the module in QDQ form, as it stands before lower-to-integer:
+                       QuantizeLinear/DequantizeLinear around float ops (docs/deploy.md)
   float.qir (+ .npz)   the float module the int8 one is compared against (the module just
                        before observers go in) — `qir report OUTDIR` uses it
   model.so             the compiled library (llvm, cuda)
@@ -25,7 +27,7 @@ from pathlib import Path
 from qir.cli.opt import add_pipeline_arguments, calibration_batches, copy_module
 from qir.diagnostics import QirError
 
-TARGETS = ("llvm", "cuda", "numpy")
+TARGETS = ("llvm", "cuda", "numpy", "onnx")
 # The first pass that makes the module stop computing in float: float.qir is the module
 # just before it, so `qir report OUTDIR` compares like with like.
 FLOAT_BOUNDARY = ("insert-observers", "mixed-precision", "weight-only", "dynamic-quant")
@@ -210,6 +212,10 @@ def run(args) -> int:
         raise QirError("--arch applies to --target cuda only")
     if args.cuda_graph and args.target != "cuda":
         raise QirError("--cuda-graph applies to --target cuda only")
+    if args.target == "onnx" and any(getattr(args, f) for f in ("w4a16", "w8a16", "fp8",
+                                                                  "dynamic")):
+        raise QirError("--target onnx exports float and --int8 models (QDQ ONNX); the "
+                       "weight-only, fp8 and dynamic schemes have no export yet")
     tuning = _tuning(args)
     out = Path(args.output) if args.output else None
     if out is not None and out.exists() and not args.force:
@@ -238,22 +244,36 @@ def run(args) -> int:
         if step.name in FLOAT_BOUNDARY and "taken" not in float_ref:
             float_ref["module"], float_ref["taken"] = copy_module(m), True
 
+    qdq = {}  # --target onnx: the module in QDQ form
+
+    def snapshot_qdq(step, m) -> None:
+        from backends.onnx import qdq_snapshot_stage
+
+        if step.name == qdq_snapshot_stage() and "module" not in qdq:
+            qdq["module"] = copy_module(m)
+
     pm = PassManager(steps, verify_each=not args.no_verify_each,
                      print_after_all=args.print_after_all, print_after=tuple(args.print_after),
                      dump_dir=args.dump_ir or args.dump_dir, timing=args.timing, ctx=ctx,
-                     before_pass=[snapshot])
+                     before_pass=[snapshot] + ([snapshot_qdq] if args.target == "onnx"
+                                               else []))
     pm.run(module)
     if not float_ref.get("taken"):
         float_ref["module"] = copy_module(module)
+    onnx_model = None
+    if args.target == "onnx":
+        from backends.onnx import export
+
+        onnx_model = export(qdq.get("module", module))
 
     compiled = None
-    if args.target != "numpy" or args.emit:
+    if args.target not in ("numpy", "onnx") or args.emit:
         from backends.tvm import build, to_relax
 
         if args.emit == "relax":
             sys.stdout.write(to_relax(module).script())
             sys.stdout.flush()
-        if out is not None and args.target != "numpy":
+        if out is not None and args.target not in ("numpy", "onnx"):
             target = args.target if not args.arch else f"cuda:{args.arch}"
             compiled = build(module, target, tune=tuning, cuda_graph=args.cuda_graph)
             if tuning is not None:
@@ -268,6 +288,8 @@ def run(args) -> int:
         save(float_ref["module"], tmp / "float.qir")
         if compiled is not None:
             compiled.export_library(str(tmp / "model.so"))
+        if onnx_model is not None:
+            (tmp / "model.onnx").write_bytes(onnx_model.SerializeToString())
         from qir.io import fix_mode
 
         fix_mode(tmp, directory=True)

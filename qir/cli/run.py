@@ -22,9 +22,9 @@ def register(sub) -> None:
     p.add_argument("file", help="a .qir file, or an OUTDIR written by qir compile")
     p.add_argument("--inputs", required=True, help=".npz keyed by input names")
     p.add_argument("-o", "--output", required=True, help="output .npz")
-    p.add_argument("--backend", choices=("numpy", "llvm", "cuda"), default=None,
-                   help="for an OUTDIR: run its compiled library (default) or its IR in "
-                   "the numpy interpreter")
+    p.add_argument("--backend", choices=("numpy", "llvm", "cuda", "onnx"), default=None,
+                   help="for an OUTDIR: run what it was compiled to (default: its library, "
+                   "or model.onnx in ONNX Runtime) or its IR in the numpy interpreter")
     p.add_argument("--check-finite", action="store_true", help="report NaN/Inf in each "
                    "input and output tensor; exit 1 when there are any")
     p.set_defaults(func=run)

@@ -2,7 +2,7 @@
 directory, and each ```text block right after one is output that block must print.
 
 Conventions (stated in the doc too):
-- ```sh blocks expect exit status 0; ```sh exit=1 expects 1 (qir diff on different files).
+- ```sh blocks expect exit status 0; ```sh exit=2 expects 2 (qir diff on different files).
 - A ```text block is an excerpt: its lines must appear in the output in order and
   consecutively, except that a line `...` skips any number of output lines; `...` inside
   a line matches anything (paths that differ between checkouts). Trailing spaces are
