@@ -1,6 +1,7 @@
 """`qir report MODEL_OR_OUTDIR --inputs DATA.npz [--json] [--html OUT.html]
-[--sensitivity]`: float and quantized side by side in the numpy interpreter, per layer
-and per output.
+[--sensitivity] [--onnx [MODEL.onnx]]`: float and quantized side by side in the numpy
+interpreter, per layer and per output; with --onnx, also ONNX Runtime's run of the QDQ
+export against qir's int8, quantized tensor by quantized tensor.
 
 MODEL_OR_OUTDIR is either a float model — a torch.export archive (.pt2) or a float .qir —
 which is quantized here (pipeline `int8` unless --pipeline, calibrating on DATA), or a
@@ -39,6 +40,10 @@ def register(sub) -> None:
                    help="table order: as in the model, or worst SQNR first")
     p.add_argument("--worst", type=int, default=3, metavar="N",
                    help="how many of the lowest-SQNR layers to highlight (default 3)")
+    p.add_argument("--onnx", nargs="?", const="", default=None, metavar="MODEL.onnx",
+                   help="also run the QDQ ONNX export (default: OUTDIR/model.onnx of a "
+                   "`--target onnx` OUTDIR) in ONNX Runtime and compare every quantized "
+                   "tensor with qir's int8, stored value by stored value")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -116,9 +121,39 @@ def run(args) -> int:
         except OSError as e:
             raise QirError(f"{args.html}: cannot write: {e.strerror or e}") from None
         print(f"qir report: wrote {args.html}", file=sys.stderr)
+    onnx_rows = _onnx_rows(args.onnx, path, quant, samples) if args.onnx is not None else None
     if args.json:
-        sys.stdout.write(to_json(report))
+        text = to_json(report)
+        if onnx_rows is not None:
+            import dataclasses
+            import json
+
+            data = json.loads(text)
+            data["onnx"] = [dict(dataclasses.asdict(r), percent=r.percent) for r in onnx_rows]
+            text = json.dumps(data, indent=1) + "\n"
+        sys.stdout.write(text)
     else:
         sys.stdout.write(format_table(report, sort=args.sort, worst=args.worst,
                                       color=use_color(args.color)))
+        if onnx_rows is not None:
+            from backends.onnx.compare import format_diffs
+
+            sys.stdout.write("\n" + format_diffs(onnx_rows))
     return 0
+
+
+def _onnx_rows(given: str, path: Path, quant, samples):
+    """`--onnx`: ONNX Runtime's run of the export compared with qir's int8, tensor by
+    tensor (backends/onnx/compare.py)."""
+    onnx_path = Path(given) if given else path / "model.onnx"
+    if not given and not path.is_dir():
+        raise QirError("--onnx without a file compares an OUTDIR's model.onnx: pass the "
+                       "exported model (--onnx MODEL.onnx) or a `--target onnx` OUTDIR")
+    if not onnx_path.is_file():
+        raise QirError(f"{onnx_path}: no such file (--onnx: the model `qir compile --target "
+                       "onnx` wrote)")
+    try:
+        from backends.onnx.compare import compare_with_onnxruntime
+    except ImportError:
+        raise QirError("--onnx needs onnx and onnxruntime: pip install -e .[onnx]") from None
+    return compare_with_onnxruntime(str(onnx_path), quant, samples)

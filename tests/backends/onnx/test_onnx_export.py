@@ -253,3 +253,31 @@ def test_real_architectures_keep_qirs_quality_in_onnxruntime(name, tmp_path):
     print(f"{name}: QDQ in ONNX Runtime SQNR {sqnr(got, ref):.2f} dB, qir int8 "
           f"{sqnr(own, ref):.2f} dB")
     assert sqnr(got, ref) >= sqnr(own, ref) - 0.1
+
+
+def test_qir_report_compares_onnxruntime_with_qir_tensor_by_tensor(tmp_path, capsys):
+    """`qir report OUTDIR --onnx`: every quantized tensor of the export read back from
+    ONNX Runtime and compared with qir's int8; the table marks the first that differs."""
+    from qir.cli import main
+
+    _export_archive("resnet_style", tmp_path)
+    out = tmp_path / "out"
+    assert main(["compile", str(tmp_path / "m.pt2"), "--int8", "--calib",
+                 str(tmp_path / "calib.npz"), "--target", "onnx", "-o", str(out),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out), "--inputs", str(tmp_path / "in.npz"), "--onnx",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["onnx"]
+    import qir
+
+    module = qir.load(out / "model.qir")
+    quantized_values = [v.name for op in module.main.ops for v in op.results
+                        if v.type.is_quantized and op.name != "qir.param"]
+    assert [r["name"] for r in rows] == quantized_values  # every one, in program order
+    assert rows[0]["name"] == "x_q" and rows[0]["differing"] == 0  # the input: exact
+    assert all(r["size"] > 0 and 0 <= r["differing"] <= r["size"] for r in rows)
+    assert main(["report", str(out), "--inputs", str(tmp_path / "in.npz"), "--onnx",
+                 "--color", "never"]) == 0
+    text = capsys.readouterr().out
+    assert "ONNX Runtime vs qir int8, per quantized tensor" in text and "%x_q" in text
