@@ -113,7 +113,11 @@ def verify(outdir: str, man: dict, backend: str, needs: tuple[str, ...]) -> None
         if sha256(path) != entry["sha256"]:
             raise QirError(f"{path}: its sha256 differs from the manifest's: the file was "
                            f"changed after compiling; {RECOMPILE}")
-    here = versions(man["target"] if backend != "numpy" else "numpy")
+    try:  # the versions of what will run it: TVM for a library, nothing else checked
+        here = versions(backend if backend in ("llvm", "cuda") else "numpy")
+    except ImportError as e:
+        raise QirError(f"{outdir}: running its {backend} library needs TVM ({e}); install "
+                       "apache-tvm (README) or run it with --backend numpy") from None
     for key in ("qir", "tvm", "tvm_ffi"):
         built = man["versions"].get(key)
         if key in here and built != here[key]:
