@@ -15,25 +15,28 @@ import numpy as np
 
 
 def group_scales(w: np.ndarray, group: int, qmax: int) -> np.ndarray:
-    """[N, K/group] float32 scales: max |w| of each group over qmax."""
+    """[N, ceil(K/group)] float32 scales: max |w| of each group over qmax (a shorter last
+    group when `group` does not divide K: padded with zeros, which change no maximum)."""
     n, k = w.shape
-    amax = np.abs(w.astype(np.float64)).reshape(n, k // group, group).max(axis=2)
-    s = (amax / qmax).astype(np.float32)
+    groups = -(-k // group)
+    a = np.zeros((n, groups * group))
+    a[:, :k] = np.abs(w.astype(np.float64))
+    s = (a.reshape(n, groups, group).max(axis=2) / qmax).astype(np.float32)
     s[s == 0] = 1.0
     return s
 
 
-def quantize_groups(w: np.ndarray, scales: np.ndarray, qmax: int) -> np.ndarray:
-    """Integers of w [N, K] with per-group scales [N, K/group]."""
-    group = w.shape[1] // scales.shape[1]
-    s = np.repeat(scales.astype(np.float32), group, axis=1)
+def quantize_groups(w: np.ndarray, scales: np.ndarray, group: int, qmax: int
+                    ) -> np.ndarray:
+    """Integers of w [N, K] with per-group scales [N, ceil(K/group)]."""
+    s = np.repeat(scales.astype(np.float32), group, axis=1)[:, :w.shape[1]]
     return np.clip(np.rint(w.astype(np.float32) / s), -qmax, qmax).astype(np.int64)
 
 
 def round_to_nearest(w: np.ndarray, group: int, qmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """(integers [N, K], scales [N, K/group])."""
+    """(integers [N, K], scales [N, ceil(K/group)])."""
     s = group_scales(w, group, qmax)
-    return quantize_groups(w, s, qmax), s
+    return quantize_groups(w, s, group, qmax), s
 
 
 def gptq(w: np.ndarray, hessian: np.ndarray, group: int, qmax: int, *, damp: float = 0.01,
@@ -42,7 +45,7 @@ def gptq(w: np.ndarray, hessian: np.ndarray, group: int, qmax: int, *, damp: flo
     the columns not yet quantized through the inverse Hessian H = 2 XᵀX / M of the
     layer's inputs X [M, K] (`hessian`), dampened by `damp` times its mean diagonal.
     A group's scale is taken from the error-updated weights when the first column of the
-    group is reached. Returns (integers [N, K], scales [N, K/group])."""
+    group is reached. Returns (integers [N, K], scales [N, ceil(K/group)])."""
     w = w.astype(np.float64).copy()
     n, k = w.shape
     h = hessian.astype(np.float64).copy()
@@ -54,7 +57,7 @@ def gptq(w: np.ndarray, hessian: np.ndarray, group: int, qmax: int, *, damp: flo
     hinv = np.linalg.cholesky(np.linalg.inv(h)).T
     block = group if group < k else min(block, k)
     q = np.zeros((n, k), dtype=np.int64)
-    scales = np.zeros((n, k // group), dtype=np.float32)
+    scales = np.zeros((n, -(-k // group)), dtype=np.float32)
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
         w1 = w[:, i1:i2].copy()

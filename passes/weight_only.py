@@ -10,7 +10,8 @@ axis) — `!quant.uniform<i4<-7:7>:f32:{1:128}, {...}>` for a linear weight:
   group's largest weight of either sign onto the grid; one of 16 levels goes unused.
 - int8 uses [-127, 127], scale = max|w_group| / 127.
 - `group-size=0` means one scale per output channel (per-axis type). A group size that
-  does not divide K falls back to per output channel for that layer, with a note.
+  does not divide K leaves a shorter last group with its own scale, as ONNX Runtime's
+  MatMulNBits pads it (K=200, groups of 128: columns 0..127, then 128..199).
 
 int4 values are stored one per byte (int8) in the `.npz` beside the text; the notes give
 both that size and the packed size (two values per byte) a runtime would use.
@@ -121,12 +122,7 @@ def weight_only(
     before = after = packed = 0
     for op, w in targets:
         k = w.shape[1]
-        group = group_size or k
-        if k % group:
-            ctx.notes.append(f"weight-only: {op.loc.module_path or op.result.name}: group "
-                             f"size {group_size} does not divide K={k}; one scale per output "
-                             "channel instead")
-            group = k
+        group = min(group_size or k, k)  # not dividing K: a shorter last group
         if gptq:
             q, scales = gptq_round(w, hessians[id(op)], group, qmax, damp=damp)
         else:

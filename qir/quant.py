@@ -13,7 +13,8 @@ from qir.types import QuantType, TensorType
 def quant_params(q: QuantType, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(scale as float32, zero point as int64), shaped to broadcast against a tensor of
     `shape`: scalars per-tensor, size-1 dims except `axis` per-axis, and the full shape
-    per-group (each group's scale repeated over its `block_size` elements)."""
+    per-group (each group's scale repeated over its `block_size` elements, the last group
+    shorter when the block size does not divide the axis)."""
     scales = np.asarray(q.scales, dtype=np.float64).astype(np.float32)
     zps = np.asarray(q.zero_points, dtype=np.int64)
     if q.axis is None:
@@ -23,8 +24,9 @@ def quant_params(q: QuantType, shape: tuple[int, ...]) -> tuple[np.ndarray, np.n
         bshape[q.axis] = shape[q.axis]
         return scales.reshape(bshape), zps.reshape(bshape)
     grid = q.group_shape(shape)
-    scales = np.repeat(scales.reshape(grid), q.block_size, axis=q.axis)
-    zps = np.repeat(zps.reshape(grid), q.block_size, axis=q.axis)
+    keep = np.arange(shape[q.axis])  # a shorter last group: its scale over what is left
+    scales = np.repeat(scales.reshape(grid), q.block_size, axis=q.axis).take(keep, q.axis)
+    zps = np.repeat(zps.reshape(grid), q.block_size, axis=q.axis).take(keep, q.axis)
     return scales, zps
 
 

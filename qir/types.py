@@ -211,18 +211,17 @@ class QuantType:
                 raise QirTypeError(f"per-axis quant type has {len(self.scales)} scales but "
                                    f"dimension {self.axis} has size {shape[self.axis]}")
         else:
-            if shape[self.axis] % self.block_size:
-                raise QirTypeError(f"block size {self.block_size} does not divide dimension "
-                                   f"{self.axis} of size {shape[self.axis]}")
             want = int(np.prod(self.group_shape(shape)))
             if len(self.scales) != want:
                 raise QirTypeError(f"per-group quant type needs {want} scales for shape "
                                    f"{list(shape)}, got {len(self.scales)}")
 
     def group_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Shape of the scale grid of a per-group type for a tensor of `shape`."""
+        """Shape of the scale grid of a per-group type for a tensor of `shape`. A block
+        size that does not divide the axis leaves a shorter last group (as ONNX
+        Runtime's MatMulNBits pads it), with a scale of its own."""
         out = list(shape)
-        out[self.axis] = shape[self.axis] // self.block_size
+        out[self.axis] = -(-shape[self.axis] // self.block_size)
         return tuple(out)
 
     def __str__(self) -> str:

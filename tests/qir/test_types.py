@@ -43,7 +43,10 @@ def test_axis_and_group_checked_against_shape():
     grouped = q(storage="i4", scales=(0.1,) * 4, zero_points=(0,) * 4, axis=1, block_size=4)
     TensorType((2, 8), grouped).validate()
     assert grouped.group_shape((2, 8)) == (2, 2)
-    with pytest.raises(QirTypeError, match="block size 3 does not divide"):
+    ragged = q(storage="i4", scales=(0.1,) * 6, zero_points=(0,) * 6, axis=1, block_size=3)
+    TensorType((2, 8), ragged).validate()  # groups 0..2, 3..5, 6..7: the last one shorter
+    assert ragged.group_shape((2, 8)) == (2, 3)
+    with pytest.raises(QirTypeError, match="needs 6 scales"):
         TensorType((2, 8), q(storage="i4", scales=(0.1,) * 4, zero_points=(0,) * 4, axis=1,
                              block_size=3)).validate()
     with pytest.raises(QirTypeError, match="needs 4 scales"):
