@@ -46,3 +46,12 @@ def quantize_values(x: np.ndarray, ty: TensorType) -> np.ndarray:
         r = np.rint(x32 / scale).astype(np.float64)
         r = np.where(np.isnan(r), 0.0, r)
         return np.clip(r + zp, q.storage_min, q.storage_max).astype(ty.dtype)
+
+
+def dequantize_values(q: np.ndarray, ty: TensorType) -> np.ndarray:
+    """Stored values of quantized type `ty` as float32 reals: float32(q - zp) * float32(s),
+    q - zp exact in integers (the qir.dequantize rule)."""
+    scale, zp = quant_params(ty.quant, ty.shape)
+    if ty.quant.is_fp8:
+        return q.astype(np.float32) * scale
+    return (q.astype(np.int64) - zp).astype(np.float32) * scale

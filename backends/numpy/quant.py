@@ -59,7 +59,7 @@ import numpy as np
 from backends.numpy.common import result
 from backends.numpy.conv import conv_nd, linear_nd
 from backends.numpy.registry import InterpreterError, numpy_impl
-from qir.quant import quant_params, quantize_values
+from qir.quant import dequantize_values, quant_params, quantize_values
 from qir.types import TensorType
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -71,14 +71,6 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 @numpy_impl("qir.quantize")
 def quantize(op, x: np.ndarray) -> np.ndarray:
     return quantize_values(x, op.result.type)
-
-
-def dequantize_values(q: np.ndarray, ty: TensorType) -> np.ndarray:
-    """Stored values of quantized type `ty` as float32 reals."""
-    scale, zp = quant_params(ty.quant, ty.shape)
-    if ty.quant.is_fp8:
-        return q.astype(np.float32) * scale
-    return (q.astype(np.int64) - zp).astype(np.float32) * scale
 
 
 @numpy_impl("qir.dequantize")

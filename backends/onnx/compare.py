@@ -68,7 +68,7 @@ def compare_with_onnxruntime(onnx_path: str, module: Module,
         got = dict(zip(names, sess.run(names, {n: sample[n] for n in inputs})))
         want: dict[str, np.ndarray] = {}
 
-        def keep(op, results) -> None:
+        def keep(op, results, want=want) -> None:
             for value, array in zip(op.results, results):
                 if value.name in diffs:
                     want[value.name] = array

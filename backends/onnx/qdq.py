@@ -74,7 +74,7 @@ def export(module: Module, *, function: str = "main", producer: str = "qir"):
                               ir_version=IR_VERSION, producer_name=producer)
     try:
         onnx.checker.check_model(model, full_check=True)
-    except Exception as e:  # noqa: BLE001  (a checker failure is an exporter bug)
+    except Exception as e:
         raise OnnxExportError(f"the exported ONNX model fails onnx.checker: "
                               f"{str(e).splitlines()[0]}") from e
     return model

@@ -11,6 +11,7 @@ from tvm import tirx as tir
 
 from backends.tvm.common import R, const, dtype_of, fused_clamp, scalar, shape_of
 from backends.tvm.float_ops import softmax
+from backends.tvm.kernels.dense import float_dense
 from backends.tvm.registry import relax_lowering
 from backends.tvm.shape_ops import pad_or_crop
 from qir.ops.nn import adaptive_pool_windows, avg_pool_window_counts
@@ -47,10 +48,36 @@ relax_lowering("qir.conv2d")(_conv)
 
 @relax_lowering("qir.linear")
 def linear(op, bb, args, params):
-    y = bb.emit(R.matmul(args[0], R.permute_dims(args[1])))
+    """x @ w^T (+ b): through the float dense kernel (backends/tvm/kernels/dense.py) when
+    the weight is a constant known here (a parameter, or a dequantized quantized one: the
+    weight-only and fp8 schemes), else Relax's matmul."""
+    w = constant_weight(op.operands[1], params)
+    y = float_dense(bb, args[0], w) if w is not None else None
+    if y is None:
+        y = bb.emit(R.matmul(args[0], R.permute_dims(args[1])))
     if len(args) > 2:
         y = bb.emit(R.add(y, args[2]))
     return fused_clamp(bb, op, y)
+
+
+def constant_weight(v, params) -> np.ndarray | None:
+    """The float32 values of `v` when the compiler knows them: a float parameter or
+    constant, or the dequantize of a quantized parameter (the qir.dequantize rule)."""
+    from qir.quant import dequantize_values
+
+    op = v.owner
+    if op is None or not (v.type.is_float and v.type.elem == "f32"):
+        return None
+    if op.name == "qir.param" and op.attr("name") in params:
+        return np.asarray(params[op.attr("name")], np.float32)
+    if op.name == "qir.constant":
+        return np.asarray(op.attr("value"), np.float32).reshape(v.type.shape)
+    if op.name == "qir.dequantize":
+        src = op.operands[0]
+        if src.owner is not None and src.owner.name == "qir.param" \
+                and src.owner.attr("name") in params:
+            return dequantize_values(np.asarray(params[src.owner.attr("name")]), src.type)
+    return None
 
 
 @relax_lowering("qir.matmul")

@@ -1,6 +1,8 @@
 """Integer dense kernels: y[m, n] = sum_k (x[m, k] - zp) * w[n, k] + bias[n] in int32
 with constant weights, and the batched matmul of two activations (attention's q @ k^T and
-p @ v), y[s] = (a[s] - za) @ (b[s] - zb).
+p @ v), y[s] = (a[s] - za) @ (b[s] - zb); and a float32 dense kernel for constant weights
+(float linears, and the weight-only and fp8 schemes, whose dequantized weights are known
+at compile time: `float_dense`).
 
 Operands: x [M, K] int8, uint8 or int16 (an activation), zp an int32 scalar,
 w the constant int8 weights pre-packed by `pack_weights` as [N/16, K/2, 16, 2] (16
@@ -31,13 +33,31 @@ import tvm
 from tvm import relax, te, tirx
 
 from backends.tvm.common import R, const, dtype_of, shape_of
-from backends.tvm.kernels.common import (AVX2, LANES, MAX_ROWS, MAX_ROWS_ZMM, PARALLEL_WORK,
-                                         Dot, build_or_none, call_kernel, ceil_div, centred,
-                                         centred_fits_int16, choose_dot, fits_int8,
-                                         input_offset, kernel_func, kernel_target, row_tile,
-                                         widest,
-                                         schedule_repack, unsigned_input, zero_point_var)
 from backends.tvm.kernels import gpu
+from backends.tvm.kernels.common import (
+    AVX2,
+    LANES,
+    MAX_ROWS,
+    MAX_ROWS_ZMM,
+    PARALLEL_WORK,
+    Dot,
+    build_or_none,
+    call_kernel,
+    ceil_div,
+    centred,
+    centred_fits_int16,
+    choose_dot,
+    fits_int8,
+    has_zmm,
+    input_offset,
+    kernel_func,
+    kernel_target,
+    row_tile,
+    schedule_repack,
+    unsigned_input,
+    widest,
+    zero_point_var,
+)
 from backends.tvm.kernels.epilogue import Epilogue
 
 COLS = 2 * LANES  # output channels per tile: two ymm accumulators per row
@@ -214,3 +234,69 @@ def batch_matmul(bb: relax.BlockBuilder, a: relax.Expr, a_range: tuple[int, int]
     y = call_kernel(bb, func, [a3, relax.prim_value(za, "int32"), b3,
                                relax.prim_value(zb, "int32")], (batch, m, n))
     return bb.emit(R.reshape(y, a_shape[:-2] + (m, n)))
+
+
+# --- float32 dense with constant weights (float linears, weight-only and fp8 schemes) -------
+
+
+def pack_float_weights(w: np.ndarray, lanes: int) -> np.ndarray:
+    """w[N, K] float32 as [ceil(N/lanes), K, lanes], output channels zero-padded."""
+    n, k = w.shape
+    nt = ceil_div(n, lanes)
+    padded = np.zeros((nt * lanes, k), np.float32)
+    padded[:n] = w
+    return np.ascontiguousarray(padded.reshape(nt, lanes, k).transpose(0, 2, 1))
+
+
+@functools.cache
+def float_dense_func(m: int, n: int, k: int, lanes: int) -> tirx.PrimFunc:
+    """The scheduled kernel for x[m, k] float32 and packed float32 weights of w[n, k]:
+    (x, w) -> y[m, n]. A tile of `rows` x `lanes` output channels accumulates in vector
+    registers over k (one broadcast of x and one weight load per step; LLVM may fuse
+    the multiply-add: float matmuls are not bit-specified, docs/semantics.md); tiles run
+    in parallel."""
+    most = MAX_ROWS_ZMM if lanes == 16 else MAX_ROWS
+    rows = next(r for r in range(min(m, most), 0, -1) if m % r == 0)  # no padded rows
+    nt = ceil_div(n, lanes)
+    x = te.placeholder((m, k), "float32", name="x")
+    w = te.placeholder((nt, k, lanes), "float32", name="w")
+    kk = te.reduce_axis((0, k), "k")
+    acc = te.compute((m, nt, lanes), lambda i, t, j: te.sum(x[i, kk] * w[t, kk, j], axis=kk),
+                     name="acc")
+    y = te.compute((m, n), lambda i, j: acc[i, j // lanes, j % lanes], name="y")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, w, y]))
+    block, out = sch.get_sblock("acc"), sch.get_sblock("y")
+    i, t, j, kr = sch.get_loops(block)
+    io, ii = sch.split(i, [None, rows])
+    sch.reorder(io, t, kr, ii, j)
+    sch.reverse_compute_at(out, t)
+    tiles = sch.fuse(io, t)
+    if m * n * k >= PARALLEL_WORK:
+        sch.parallel(tiles)
+    sch.vectorize(sch.get_loops(out)[-1])
+    sch.vectorize(j)  # (before decompose_reduction, as parallel)
+    init = sch.decompose_reduction(block, kr)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(ii)
+    return kernel_func(sch.mod["main"], f"qir_fdense_m{m}_n{n}_k{k}_l{lanes}")
+
+
+def float_dense(bb: relax.BlockBuilder, x: relax.Expr, w: np.ndarray) -> relax.Expr | None:
+    """x[..., k] @ w[n, k]^T in float32 through the kernel, for constant weights; None
+    when it does not apply (not an AVX2 llvm target, not float32)."""
+    target = kernel_target()
+    shape = shape_of(x)
+    if target is None or dtype_of(x) != "float32" or w.ndim != 2 or shape[-1] != w.shape[1]:
+        return None
+    n, k = w.shape
+    m = int(np.prod(shape[:-1]))
+    if min(m, n, k) == 0:
+        return None
+    lanes = 16 if has_zmm(target) else 8
+    func = build_or_none(float_dense_func, m, n, k, lanes)
+    if func is None:
+        return None
+    x2 = bb.emit(R.reshape(x, (m, k))) if len(shape) != 2 else x
+    y = call_kernel(bb, func, [x2, const(pack_float_weights(w, lanes), "float32")], (m, n),
+                    "float32")
+    return bb.emit(R.reshape(y, shape[:-1] + (n,))) if len(shape) != 2 else y

@@ -14,13 +14,13 @@ import torch
 pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install -e .[onnx])")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e .[onnx])")
 
-import frontends  # noqa: E402
-from backends.numpy import run  # noqa: E402
-from backends.onnx import OnnxExportError, OnnxModel, export, qdq_snapshot_stage  # noqa: E402
-from passes import PassContext, PassManager  # noqa: E402
-from passes.builtin import PIPELINES  # noqa: E402
-from qir.cli.opt import copy_module  # noqa: E402
-from tests.zoo import ZOO, calibration_batches  # noqa: E402
+import frontends
+from backends.numpy import run
+from backends.onnx import OnnxExportError, OnnxModel, export, qdq_snapshot_stage
+from passes import PassContext, PassManager
+from passes.builtin import PIPELINES
+from qir.cli.opt import copy_module
+from tests.zoo import ZOO, calibration_batches
 
 STAGES = PIPELINES["int8"].split(",")
 CUT = STAGES.index(qdq_snapshot_stage())
@@ -89,7 +89,6 @@ def test_per_channel_weights_and_int32_biases_carry_qirs_parameters_exactly():
     from onnx import numpy_helper
 
     entry = ZOO["small_cnn"]
-    names = list(entry.input_names)
     batches = [[t.numpy() for t in b] for b in calibration_batches("small_cnn", 4)]
     _, qdq, _ = quantized(entry.build(), entry.example_inputs(0), batches)
     model = export(qdq)
@@ -148,8 +147,9 @@ def test_qir_compile_target_onnx_writes_and_runs_an_outdir(tmp_path):
     got, want = np.load(tmp_path / "ort.npz"), np.load(tmp_path / "qir.npz")
     import qir
 
-    step = step_of(qir.load(out / "model.qir"), list(want)[0])
-    assert np.abs(got[list(want)[0]] - want[list(want)[0]]).max() <= step * 1.0001
+    key = next(iter(want))
+    step = step_of(qir.load(out / "model.qir"), key)
+    assert np.abs(got[key] - want[key]).max() <= step * 1.0001
     # float: plain ONNX, close to torch
     assert main(["compile", str(tmp_path / "m.pt2"), "--target", "onnx", "-o",
                  str(tmp_path / "float"), "--no-progress"]) == 0

@@ -305,3 +305,59 @@ def test_integer_max_pool_kernel(family):
     assert sum(n.startswith("qir_maxpool") for n in kernels_used(module, target)) == 4
     if runs_here(family):
         compare(module, inputs, target=target)
+
+
+# --- float32 dense with constant weights ------------------------------------------------------
+
+
+@pytest.mark.parametrize("m,n,k,rank3", [(1, 1024, 256, False), (7, 10, 33, False),
+                                         (2 * 16, 96, 64, True), (48, 40, 72, False)])
+def test_float_linear_with_constant_weights_runs_the_float_dense_kernel(m, n, k, rank3):
+    """qir.linear with a parameter weight: the float dense kernel (rows not a multiple of
+    the tile, channels not of the vector), within the float-matmul contract of the
+    interpreter (docs/semantics.md: float products are not bit-specified)."""
+    from backends.numpy import run
+    from backends.tvm import build
+
+    shape = f"2x{m // 2}x{k}" if rank3 else f"{m}x{k}"
+    out = f"2x{m // 2}x{n}" if rank3 else f"{m}x{n}"
+    module = qir.parse(f"""func @main(%x: tensor<{shape}xf32>) -> (tensor<{out}xf32>) {{
+  %w = qir.param {{name = "w"}} : tensor<{n}x{k}xf32>
+  %b = qir.param {{name = "b"}} : tensor<{n}xf32>
+  %y = qir.linear %x, %w, %b {{clamp_min = 0.0}} : tensor<{out}xf32>
+  return %y
+}}
+""")
+    rng = np.random.default_rng(m + n + k)
+    module.params.update(w=rng.standard_normal((n, k)).astype(np.float32),
+                         b=rng.standard_normal(n).astype(np.float32))
+    x = rng.standard_normal(tuple(int(d) for d in shape.split("x"))).astype(np.float32)
+    c = build(module, "llvm")
+    assert any(name.startswith("qir_fdense") for name in c.signature.kernels)
+    got, want = c.run({"x": x})["y"], run(module, {"x": x})["y"]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("pipeline", ["w8a16", "w4a16", "fp8-e4m3"])
+def test_weight_only_and_fp8_linears_use_the_float_dense_kernel(pipeline):
+    """The dequantized constant weights of the weight-only and fp8 schemes are known at
+    compile time: their linears run the float dense kernel, not Relax's matmul."""
+    from passes import PassContext, PassManager
+    from tests.zoo import ZOO, calibration_batches
+
+    import frontends
+    from backends.tvm import build
+
+    entry = ZOO["gpt_style"]
+    module = frontends.from_torch(entry.build(), entry.example_inputs(0))
+    names = [a.name for a in module.main.args]
+    batches = [dict(zip(names, [t.numpy() for t in b]))
+               for b in calibration_batches("gpt_style", 2)]
+    PassManager(pipeline, ctx=PassContext(calibration_data=batches, progress=False)).run(
+        module)
+    linears = [op for op in module.main.ops if op.name == "qir.linear"]
+    kernels = build(module, "llvm").signature.kernels
+    dense = {o["value"] for name, ops in kernels.items() if name.startswith("qir_fdense")
+             for o in ops}
+    assert linears and all(op.result.name in dense for op in linears), \
+        [op.result.name for op in linears if op.result.name not in dense]
