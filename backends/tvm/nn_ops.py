@@ -11,7 +11,7 @@ from tvm import tirx as tir
 
 from backends.tvm.common import R, const, dtype_of, fused_clamp, scalar, shape_of
 from backends.tvm.float_ops import softmax
-from backends.tvm.kernels.dense import float_dense
+from backends.tvm.kernels.dense import float_dense, seq_batch_matmul
 from backends.tvm.registry import relax_lowering
 from backends.tvm.shape_ops import pad_or_crop
 from qir.ops.nn import adaptive_pool_windows, avg_pool_window_counts
@@ -162,6 +162,14 @@ def seq_matmul(bb, a, b):
     """a @ b over the last two axes, each dot product summed in order k = 0, 1, ...
     (docs/semantics.md): the products are a tensor of their own, so that no
     multiply-add is fused (backends/tvm/floatmath.py explains why)."""
+    a_shape, b_shape = shape_of(a), shape_of(b)
+    if len(a_shape) == len(b_shape) and a_shape[:-2] != b_shape[:-2]:  # broadcast batch
+        batch = tuple(max(p, q) for p, q in zip(a_shape[:-2], b_shape[:-2]))
+        a = bb.emit(R.broadcast_to(a, batch + tuple(a_shape[-2:])))
+        b = bb.emit(R.broadcast_to(b, batch + tuple(b_shape[-2:])))
+    y = seq_batch_matmul(bb, a, b)  # the scheduled kernel (backends/tvm/kernels/dense.py)
+    if y is not None:
+        return y
     rank = max(len(shape_of(a)), len(shape_of(b)))
     products = bb.emit(R.multiply(R.expand_dims(a, [rank]), R.expand_dims(b, [rank - 2])))
     return bb.emit(R.sum(R.permute_dims(products, list(range(rank - 2)) + [rank - 2, rank,

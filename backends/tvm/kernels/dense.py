@@ -300,3 +300,61 @@ def float_dense(bb: relax.BlockBuilder, x: relax.Expr, w: np.ndarray) -> relax.E
     y = call_kernel(bb, func, [x2, const(pack_float_weights(w, lanes), "float32")], (m, n),
                     "float32")
     return bb.emit(R.reshape(y, shape[:-1] + (n,))) if len(shape) != 2 else y
+
+
+@functools.cache
+def seq_bmm_func(batch: int, m: int, n: int, k: int, lanes: int) -> tirx.PrimFunc:
+    """The scheduled kernel for a[batch, m, k] @ b[batch, k, n] in float32 where every
+    dot product is summed in order k = 0, 1, ... and every product rounded on its own
+    (docs/semantics.md: attention's products): a tile of rows x `lanes` outputs is
+    vector registers, each step adds one rounded product per output, so vectorising over
+    outputs keeps each output's order. b is read in place (n contiguous)."""
+    from backends.tvm.exact import rounded_product
+
+    most = MAX_ROWS_ZMM if lanes == 16 else MAX_ROWS
+    rows = next(r for r in range(min(m, most), 0, -1) if m % r == 0)
+    cols = next(c for c in (lanes, 8, 4, 2, 1) if n % c == 0)
+    a = te.placeholder((batch, m, k), "float32", name="a")
+    b = te.placeholder((batch, k, n), "float32", name="b")
+    kk = te.reduce_axis((0, k), "k")
+    y = te.compute((batch, m, n), lambda s, i, j: te.sum(
+        rounded_product(a[s, i, kk], b[s, kk, j]), axis=kk), name="y")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([a, b, y]))
+    block = sch.get_sblock("y")
+    s, i, j, kr = sch.get_loops(block)
+    io, ii = sch.split(i, [None, rows])
+    jo, ji = sch.split(j, [None, cols])
+    sch.reorder(s, io, jo, kr, ii, ji)
+    tiles = sch.fuse(s, io, jo)
+    if batch * m * n * k >= PARALLEL_WORK:
+        sch.parallel(tiles)
+    if cols > 1:
+        sch.vectorize(ji)
+    init = sch.decompose_reduction(block, kr)
+    if cols > 1:
+        sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(ii)
+    return kernel_func(sch.mod["main"], f"qir_seqbmm_b{batch}_m{m}_n{n}_k{k}")
+
+
+def seq_batch_matmul(bb: relax.BlockBuilder, a: relax.Expr, b: relax.Expr
+                     ) -> relax.Expr | None:
+    """a[..., m, k] @ b[..., k, n] in float32 with sequential dot products (equal batch
+    dimensions), through the kernel; None when it does not apply."""
+    target = kernel_target()
+    a_shape, b_shape = shape_of(a), shape_of(b)
+    if (target is None or dtype_of(a) != "float32" or dtype_of(b) != "float32"
+            or len(a_shape) < 2 or a_shape[:-2] != b_shape[:-2]
+            or a_shape[-1] != b_shape[-2]):
+        return None
+    (m, k), n = a_shape[-2:], b_shape[-1]
+    batch = int(np.prod(a_shape[:-2]))
+    if min(batch, m, n, k) == 0:
+        return None
+    func = build_or_none(seq_bmm_func, batch, m, n, k, 16 if has_zmm(target) else 8)
+    if func is None:
+        return None
+    a3 = bb.emit(R.reshape(a, (batch, m, k)))
+    b3 = bb.emit(R.reshape(b, (batch, k, n)))
+    y = call_kernel(bb, func, [a3, b3], (batch, m, n), "float32")
+    return bb.emit(R.reshape(y, a_shape[:-2] + (m, n)))

@@ -86,3 +86,17 @@ func @main(%a: tensor<2x5xf32>, %b: tensor<2x5xf32>, %c: tensor<2x5xf32>) -> (te
     for _ in range(3):
         inputs = {k: rng.standard_normal((2, 5)).astype(np.float32) for k in "abc"}
         _assert_same_bits(module, inputs)
+
+
+def test_attention_products_run_the_sequential_kernel_bit_for_bit():
+    """scaled_dot_product_attention at sizes where the sequential batched-matmul kernel
+    vectorises over outputs (backends/tvm/kernels/dense.py): still each dot product
+    summed in order with every product rounded, so bit for bit the interpreter's; with
+    grouped KV heads (broadcast) and a causal mask."""
+    q, k, v = rand(2, 4, 32, 16, seed=1), rand(2, 4, 48, 16, seed=2), rand(2, 4, 48, 32, seed=3)
+    cases = [case("qir.scaled_dot_product_attention", q, k, v),
+             case("qir.scaled_dot_product_attention", q, k[:, :, :32], v[:, :, :32],
+                  attrs={"is_causal": True})]
+    module, inputs, _ = cases_module(cases)
+    assert any(name.startswith("qir_seqbmm") for name in build(module, "llvm").signature.kernels)
+    _assert_same_bits(module, inputs)
