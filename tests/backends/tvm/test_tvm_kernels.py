@@ -342,11 +342,10 @@ def test_float_linear_with_constant_weights_runs_the_float_dense_kernel(m, n, k,
 def test_weight_only_and_fp8_linears_use_the_float_dense_kernel(pipeline):
     """The dequantized constant weights of the weight-only and fp8 schemes are known at
     compile time: their linears run the float dense kernel, not Relax's matmul."""
-    from passes import PassContext, PassManager
-    from tests.zoo import ZOO, calibration_batches
-
     import frontends
     from backends.tvm import build
+    from passes import PassContext, PassManager
+    from tests.zoo import ZOO, calibration_batches
 
     entry = ZOO["gpt_style"]
     module = frontends.from_torch(entry.build(), entry.example_inputs(0))
