@@ -280,21 +280,40 @@ def divides_by_variable(func: tirx.PrimFunc) -> bool:
 def _compute_kept_at(sch: s_tir.Schedule, kept: list, loop) -> list:
     """Compute the blocks `kept` chunk by chunk under `loop` (the output's loop above
     its vector chunk), last producer first, each vectorised; returns those that could
-    not be moved (an output of its own, a region compute_at cannot cover)."""
+    not be moved (an output of its own, a region compute_at cannot cover) or should not
+    be (where the chunks' regions overlap so much that more than twice its values would
+    be computed)."""
     from backends.tvm.kernels.common import vectorize_inner
 
     depth = _depth(sch, loop) + 1
     left = []
     for block in reversed(kept):
+        alone = _iterations(sch, block)
         try:
-            sch.compute_at(block, loop, preserve_unit_loops=True)
+            trial = sch.copy()
+            trial.compute_at(block, loop, preserve_unit_loops=True)
         except Exception:  # noqa: BLE001  (a region compute_at cannot cover)
             left.append(block)
             continue
+        if _iterations(trial, block) > 2 * alone:
+            # chunk by chunk it would recompute overlapping windows (a consumer reading a
+            # shifted slice of it, as RoPE's rotate_half does): computed whole instead
+            left.append(block)
+            continue
+        sch.compute_at(block, loop, preserve_unit_loops=True)
         mine = sch.get_loops(block)[depth:]
         if mine:
             vectorize_inner(sch, sch.fuse(*mine) if len(mine) > 1 else mine[0], LANES)
     return left
+
+
+def _iterations(sch: s_tir.Schedule, block) -> int:
+    """How many times the loops around `block` run it (constant extents)."""
+    n = 1
+    for loop in sch.get_loops(block):
+        extent = sch.get(loop).extent
+        n *= int(extent) if isinstance(extent, (int, tirx.IntImm)) else 1
+    return n
 
 
 def _depth(sch: s_tir.Schedule, loop) -> int:

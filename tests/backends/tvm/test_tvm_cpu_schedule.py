@@ -95,3 +95,29 @@ def test_softmax_rows_keep_their_sequential_sums():
     lib(tvm.runtime.tensor(a), out)
     e = np.exp(a - a.max(1, keepdims=True))
     np.testing.assert_allclose(out.numpy(), e / e.sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_a_value_read_through_shifted_windows_is_computed_once_per_element():
+    """RoPE's rotate_half reads a value at j and j +- half: computed chunk by chunk under
+    the output's loops, each chunk would recompute a window around it (33 values per 16,
+    66x over in a Llama layer). Such a value is computed whole, each element once."""
+    from tvm import s_tir
+
+    from backends.tvm.cpu import _iterations, default_schedule
+
+    x = te.placeholder((64, 128), "float32", name="x")
+
+    def heavy(v):  # too large to copy into both reads (cpu.SMALL_EXPR)
+        for c in (1.5, 0.25, 3.0, 0.75, 2.0, 1.25, 0.5, 4.0):
+            v = v * tir.const(c, "float32") + tir.const(c / 3, "float32")
+        return v
+
+    t = te.compute((64, 128), lambda i, j: heavy(x[i, j]), name="t")
+    y = te.compute((64, 128), lambda i, j: t[i, j] + tir.if_then_else(
+        j < 64, -t[i, j + 64], t[i, j - 64]), name="y")
+    with resolve_target("llvm"):
+        scheduled = default_schedule(te.create_prim_func([x, y]))
+    sch = s_tir.Schedule(scheduled)
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    assert "t" in names  # kept, not inlined twice
+    assert _iterations(sch, sch.get_sblock("t")) <= 64 * 128
