@@ -341,6 +341,16 @@ def sanitize_name(name: str) -> str:
     return name or "v"
 
 
+def output_keys(names) -> list[str]:
+    """The keys a function's outputs are returned under, by every backend: each value's
+    name, `name#i` for a value returned again at position i."""
+    keys, seen = [], set()
+    for i, name in enumerate(names):
+        keys.append(f"{name}#{i}" if name in seen else name)
+        seen.add(name)
+    return keys
+
+
 def describe_op(op: Op) -> str:
     """`qir.conv2d %c (model.qir:5:3, loc conv1)`: an op as error messages name it."""
     results = ", ".join(f"%{r.name}" for r in op.results)

@@ -17,7 +17,7 @@ import numpy as np
 from backends.numpy.registry import InterpreterError, get_impl
 from qir.ir import describe_op
 from qir import QirError
-from qir.ir import Function, Module, Op, Value
+from qir.ir import Function, Module, Op, Value, output_keys
 from qir.types import TensorType
 
 Hook = Callable[[Op, list[np.ndarray]], None]
@@ -176,12 +176,10 @@ def _call(impl: Callable, op: Op, operands: list[np.ndarray]) -> list[np.ndarray
 def _collect_outputs(fn: Function, env: dict[Value, np.ndarray],
                      borrowed: list[np.ndarray]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for i, value in enumerate(fn.outputs):
+    for key, value in zip(output_keys(v.name for v in fn.outputs), fn.outputs):
         arr = env[value]
-        duplicate = value.name in out
-        if (duplicate or not arr.flags.writeable
+        if (key != value.name or not arr.flags.writeable
                 or any(np.may_share_memory(arr, b) for b in borrowed)):
             arr = arr.copy()
-        key = f"{value.name}#{i}" if duplicate else value.name
         out[key] = arr
     return out

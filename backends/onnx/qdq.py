@@ -183,9 +183,13 @@ def _activation(g: _Graph, op: Op, computed: str) -> None:
     elif lo == 0.0 and hi is None:
         g.node("Relu", [computed], [_out(g, op)])
     else:
-        args = [g.const(np.float32(lo), "clip_min") if lo is not None else "",
-                g.const(np.float32(hi), "clip_max") if hi is not None else ""]
-        g.node("Clip", [computed, *args], [_out(g, op)])
+        _clip(g, computed, lo, hi, _out(g, op))
+
+
+def _clip(g: _Graph, x: str, lo: float | None, hi: float | None, out: str) -> None:
+    """Clip(x, lo, hi) into `out`; a missing bound is an empty input."""
+    bounds = [g.const(np.float32(b), "clip") if b is not None else "" for b in (lo, hi)]
+    g.node("Clip", [x, *bounds], [out])
 
 
 def _clamped(op: Op) -> bool:
@@ -324,28 +328,23 @@ def _matmul(g: _Graph, op: Op) -> None:
         _activation(g, op, out)
 
 
-@exporter("qir.add", "qir.sub", "qir.mul", "qir.div", "qir.pow")
-def _binary(g: _Graph, op: Op) -> None:
-    kind = {"qir.add": "Add", "qir.sub": "Sub", "qir.mul": "Mul", "qir.div": "Div",
-            "qir.pow": "Pow"}[op.name]
-    out = _target(g, op) if op.name == "qir.add" else _out(g, op)
-    g.node(kind, _ins(g, op), [out])
-    if op.name == "qir.add" and _clamped(op):
-        _activation(g, op, out)
-
-
 _UNARY = {"qir.relu": "Relu", "qir.sigmoid": "Sigmoid", "qir.tanh": "Tanh", "qir.exp": "Exp",
           "qir.sqrt": "Sqrt", "qir.neg": "Neg", "qir.hardswish": "HardSwish",
           "qir.abs": "Abs", "qir.erf": "Erf", "qir.log": "Log", "qir.sin": "Sin",
           "qir.cos": "Cos", "qir.logical_not": "Not"}
-_BINARY = {"qir.maximum": "Max", "qir.minimum": "Min", "qir.eq": "Equal", "qir.lt": "Less",
-           "qir.gt": "Greater", "qir.le": "LessOrEqual", "qir.ge": "GreaterOrEqual",
-           "qir.logical_and": "And", "qir.logical_or": "Or"}
+_BINARY = {"qir.add": "Add", "qir.sub": "Sub", "qir.mul": "Mul", "qir.div": "Div",
+           "qir.pow": "Pow", "qir.maximum": "Max", "qir.minimum": "Min", "qir.eq": "Equal",
+           "qir.lt": "Less", "qir.gt": "Greater", "qir.le": "LessOrEqual",
+           "qir.ge": "GreaterOrEqual", "qir.logical_and": "And", "qir.logical_or": "Or"}
 
 
 @exporter(*_BINARY)
-def _binary_other(g: _Graph, op: Op) -> None:
-    g.node(_BINARY[op.name], _ins(g, op), [_out(g, op)])
+def _binary(g: _Graph, op: Op) -> None:
+    fused = op.name == "qir.add" and _clamped(op)  # add carries fuse-activations' clamp
+    out = _target(g, op) if fused else _out(g, op)
+    g.node(_BINARY[op.name], _ins(g, op), [out])
+    if fused:
+        _activation(g, op, out)
 
 
 @exporter("qir.ne")
@@ -367,13 +366,6 @@ def _cumsum(g: _Graph, op: Op) -> None:
            [_out(g, op)])
 
 
-@exporter("qir.reduce_max")
-def _reduce_max(g: _Graph, op: Op) -> None:
-    axes = list(op.attr("axes")) or list(range(op.operands[0].type.rank))
-    g.node("ReduceMax", [g.name(op.operands[0]), g.ints(axes, "axes")], [_out(g, op)],
-           keepdims=int(bool(op.attr("keepdims"))))
-
-
 @exporter("qir.requantize")
 def _requantize(g: _Graph, op: Op) -> None:
     """Between two quantized types: DequantizeLinear then QuantizeLinear (a float
@@ -392,10 +384,9 @@ def _requantize(g: _Graph, op: Op) -> None:
         if not q.is_per_tensor:
             raise OnnxExportError(f"{describe_op(op)}: a clamped per-channel requantize "
                                   "has no QDQ form here")
-        bound = [g.const(np.float32((b - q.zero_point) * q.scale), "clip")
-                 if b is not None else "" for b in (lo, hi)]
         clipped = g.fresh(f"{y.name}_clipped")
-        g.node("Clip", [real, *bound], [clipped])
+        _clip(g, real, *[(b - q.zero_point) * q.scale if b is not None else None
+                         for b in (lo, hi)], clipped)
         real = clipped
     params, attrs = _qparams(g, y)
     g.node("QuantizeLinear", [real, *params], [_out(g, op)], **attrs)
@@ -432,10 +423,7 @@ def _gelu(g: _Graph, op: Op) -> None:
 
 @exporter("qir.clamp")
 def _clamp(g: _Graph, op: Op) -> None:
-    lo, hi = op.attr("min"), op.attr("max")
-    args = [g.const(np.float32(lo), "clip_min") if lo is not None else "",
-            g.const(np.float32(hi), "clip_max") if hi is not None else ""]
-    g.node("Clip", [g.name(op.operands[0]), *args], [_out(g, op)])
+    _clip(g, g.name(op.operands[0]), op.attr("min"), op.attr("max"), _out(g, op))
 
 
 @exporter("qir.softmax")
@@ -455,9 +443,13 @@ def _layer_norm(g: _Graph, op: Op) -> None:
            epsilon=float(op.attr("eps")))
 
 
-@exporter("qir.reduce_mean", "qir.reduce_sum")
+_REDUCE = {"qir.reduce_mean": "ReduceMean", "qir.reduce_sum": "ReduceSum",
+           "qir.reduce_max": "ReduceMax"}
+
+
+@exporter(*_REDUCE)
 def _reduce(g: _Graph, op: Op) -> None:
-    kind = "ReduceMean" if op.name == "qir.reduce_mean" else "ReduceSum"
+    kind = _REDUCE[op.name]
     axes = list(op.attr("axes")) or list(range(op.operands[0].type.rank))
     g.node(kind, [g.name(op.operands[0]), g.ints(axes, "axes")], [_out(g, op)],
            keepdims=int(bool(op.attr("keepdims"))))

@@ -24,7 +24,7 @@ from tvm.runtime.vm import VirtualMachine
 
 from backends.tvm.registry import TvmBuildError, error_summary
 from qir import QirError
-from qir.ir import Function
+from qir.ir import Function, output_keys
 
 SIGNATURE_FUNCTION = "qir_signature"
 
@@ -62,10 +62,7 @@ class Signature:
     def of(fn: Function, target: str, kernels: dict[str, list[dict]] | None = None
            ) -> Signature:
         inputs = tuple((a.name, a.type.shape, a.type.dtype.name) for a in fn.args)
-        keys, seen = [], set()
-        for i, v in enumerate(fn.outputs):
-            keys.append(f"{v.name}#{i}" if v.name in seen else v.name)
-            seen.add(v.name)
+        keys = output_keys(v.name for v in fn.outputs)
         return Signature(fn.name, inputs, tuple(keys), target, dict(kernels or {}))
 
     def to_json(self) -> str:

@@ -174,11 +174,9 @@ def runner(outdir: str, backend: str | None = None) -> Runner:
         import numpy as np
 
         from backends.onnx import OnnxModel
+        from qir.ir import output_keys
 
-        keys, seen = [], set()
-        for i, o in enumerate(man.get("outputs", [])):
-            keys.append(f"{o['name']}#{i}" if o["name"] in seen else o["name"])
-            seen.add(o["name"])
+        keys = output_keys(o["name"] for o in man.get("outputs", []))
         model = OnnxModel(str(Path(outdir) / library), keys)
         spec = [(i["name"], tuple(i["shape"]), np.dtype(i["dtype"]))
                 for i in man.get("inputs", [])]

@@ -46,15 +46,10 @@ def cpu_flags() -> set[str]:
     """This CPU's feature flags as Linux names them (/proc/cpuinfo: "avx_vnni",
     "avx512_vnni", ...); empty elsewhere. LLVM's host CPU name can imply fewer features
     than the CPU has (a virtual machine's CPU model), so a test that runs code for a
-    named target asks the CPU itself."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    named target asks the CPU itself (as the artifact check does)."""
+    from qir.cli.artifact import cpu_flags as proc_cpuinfo_flags
+
+    return proc_cpuinfo_flags() or set()
 
 
 needs_vnni = pytest.mark.skipif(not runs_here("vnni"), reason="this CPU has no VNNI "
