@@ -80,6 +80,8 @@ def _quantize_weight(fn: Function, op: Op, storage: str, per_channel: bool) -> b
     b = Builder(fn, before=op, loc=op.loc)
     pv = b.value("qir.param", [], {"name": pname}, result_types=[ty], names=[name])
     op.set_operand(1, b.value("qir.dequantize", [pv], names=[f"{name}_dq"]))
+    if op.name in ("qir.linear", "qir.matmul"):  # reproducible: docs/semantics.md
+        op.attrs["accumulate"] = "sequential"
     return True
 
 

@@ -2,7 +2,10 @@
 
 Every linear's weight [N, K] (and every matmul's 2-d constant rhs [K, N]) becomes a
 quantized parameter followed by `qir.dequantize`; activations and the compute stay float,
-so the win is memory and bandwidth, the usual choice for LLM decoding. Quantization is
+so the win is memory and bandwidth, the usual choice for LLM decoding. The op sums its
+products in order (`accumulate = "sequential"`), so that every backend computes the
+same float32 bits; on llvm the kernel keeps the weights stored and dequantizes them in
+registers (backends/tvm/kernels/weight_dense.py). Quantization is
 symmetric per group of `group-size` consecutive input channels (along K, the contraction
 axis) — `!quant.uniform<i4<-7:7>:f32:{1:128}, {...}>` for a linear weight:
 
@@ -96,6 +99,7 @@ def _replace_weight(op: Op, q: np.ndarray, scales: np.ndarray, storage: str, qma
     pv = b.value("qir.param", [], {"name": pname}, result_types=[TensorType(data.shape, qtype)],
                  names=[name])
     op.set_operand(1, b.value("qir.dequantize", [pv], names=[f"{name}_dq"]))
+    op.attrs["accumulate"] = "sequential"  # reproducible: docs/semantics.md
 
 
 @register_pass("weight-only")

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from backends.numpy.common import fused_clamp, result, upcast
+from backends.numpy.floatmath import seq_matmul
 from backends.numpy.registry import numpy_impl
 
 # Largest im2col matrix built at once (elements); bigger batches run in chunks.
@@ -95,9 +96,14 @@ def linear_nd(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.matmul(x.reshape(-1, x.shape[-1]), w.T).reshape(lead + (w.shape[0],))
 
 
+def _sequential(op) -> bool:
+    return op.attr("accumulate") == "sequential"
+
+
 @numpy_impl("qir.linear")
 def linear(op, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    y = linear_nd(upcast(x), upcast(w))
+    x, w = upcast(x), upcast(w)
+    y = seq_matmul(x, w.T) if _sequential(op) else linear_nd(x, w)
     if b is not None:
         y += upcast(b)
     return result(op, fused_clamp(op, y))
@@ -106,4 +112,14 @@ def linear(op, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.
 @numpy_impl("qir.matmul")
 def matmul(op, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """numpy matmul: the same 1-d promotion and batch broadcasting rules as torch."""
-    return result(op, fused_clamp(op, np.matmul(upcast(a), upcast(b))))
+    a, b = upcast(a), upcast(b)
+    if not _sequential(op):
+        return result(op, fused_clamp(op, np.matmul(a, b)))
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    y = seq_matmul(a2, b2)
+    if b.ndim == 1:
+        y = y[..., 0]
+    if a.ndim == 1:
+        y = y[..., 0, :] if b.ndim > 1 else y[..., 0]
+    return result(op, fused_clamp(op, y))

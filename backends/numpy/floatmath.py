@@ -74,9 +74,17 @@ def seq_mean(x: np.ndarray, axes, keepdims: bool = False) -> np.ndarray:
 
 def seq_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b (broadcast over leading axes) with each dot product accumulated in order
-    k = 0, 1, ...: acc = acc + a[..., i, k] * b[..., k, j]."""
+    k = 0, 1, ...: acc = acc + a[..., i, k] * b[..., k, j], every product rounded. Rows
+    go in chunks whose accumulator stays in cache."""
     shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
     acc = np.zeros(shape, dtype=np.result_type(a, b))
-    for k in range(a.shape[-1]):
-        acc += a[..., :, k:k + 1] * b[..., k:k + 1, :]
+    per_row = max(1, int(np.prod(shape[:-2], dtype=np.int64)) * shape[-1])
+    chunk = max(1, (1 << 16) // per_row)
+    for i in range(0, shape[-2], chunk):
+        part = acc[..., i:i + chunk, :]
+        rows = a[..., i:i + chunk, :]
+        product = np.empty_like(part)
+        for k in range(a.shape[-1]):
+            np.multiply(rows[..., k:k + 1], b[..., k:k + 1, :], out=product)
+            part += product
     return acc

@@ -38,11 +38,6 @@ def _u32(v: int):
     return tirx.const(v, "uint32")
 
 
-def _pow2_f32(k):
-    """2^k as float32 for an int32 k in the normal range (built from its bits, exact)."""
-    return tirx.reinterpret("float32", ((k + 127) << 23).astype("uint32"))
-
-
 def _encode(x, fmt: Fp8Format, dtype: str):
     bits = tirx.reinterpret("uint32", x)
     sign = bits >> _u32(31)
@@ -66,21 +61,28 @@ def _encode(x, fmt: Fp8Format, dtype: str):
 
 
 def _decode(q, fmt: Fp8Format):
-    b = tirx.reinterpret("uint8", q).astype("int32")
-    sign = b >> 7
-    e = (b >> fmt.man_bits) & ((1 << fmt.exp_bits) - 1)
-    m = b & ((1 << fmt.man_bits) - 1)
-    mant = tirx.Select(e == 0, m, m + (1 << fmt.man_bits)).astype("float32")
-    k = tirx.Select(e == 0, 1, e) - (fmt.bias + fmt.man_bits)
-    mag = mant * _pow2_f32(k)
+    return decode_bits(tirx.reinterpret("uint8", q).astype("int32"), fmt)
+
+
+def decode_bits(b, fmt: Fp8Format):
+    """The float32 value of fp8 code `b` (int32, 0..255), exact, in integer bit
+    arithmetic: a normal magnitude's bits are the code's exponent and mantissa shifted
+    into place plus the rebiasing; a subnormal's value is its mantissa times
+    2^(1 - bias - man_bits); then the specials, then the sign bit."""
+    a = b & 0x7F
+    shift = 23 - fmt.man_bits
+    normal = tirx.reinterpret("float32", (a << shift) + ((127 - fmt.bias) << 23))
+    sub = a.astype("float32") * tirx.const(2.0 ** (1 - fmt.bias - fmt.man_bits), "float32")
+    mag = tirx.Select(a < (1 << fmt.man_bits), sub, normal)
     nan = tirx.const(float("nan"), "float32")
     if fmt.overflow_code == fmt.nan_code:  # E4M3FN: S.1111.111 is NaN, no infinity
-        mag = tirx.Select((b & 0x7F) == 0x7F, nan, mag)
+        mag = tirx.Select(a == 0x7F, nan, mag)
     else:  # E5M2: exponent all ones is inf (mantissa 0) or NaN
-        top = (1 << fmt.exp_bits) - 1
-        mag = tirx.Select(e == top, tirx.Select(m == 0, tirx.const(float("inf"), "float32"),
-                                                nan), mag)
-    return tirx.Select(sign == 1, -mag, mag)
+        inf = tirx.const(float("inf"), "float32")
+        mag = tirx.Select(a >= fmt.overflow_code,
+                          tirx.Select(a == fmt.overflow_code, inf, nan), mag)
+    sign = (b & 0x80).astype("uint32") << tirx.const(24, "uint32")
+    return tirx.reinterpret("float32", tirx.reinterpret("uint32", mag) | sign)
 
 
 def encode_fp8(bb: relax.BlockBuilder, x: relax.Expr, dtype: str) -> relax.Expr:

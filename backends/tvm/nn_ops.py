@@ -12,6 +12,7 @@ from tvm import tirx as tir
 from backends.tvm.common import R, const, dtype_of, fused_clamp, scalar, shape_of
 from backends.tvm.float_ops import softmax
 from backends.tvm.kernels.dense import float_dense, seq_batch_matmul
+from backends.tvm.kernels.weight_dense import weight_dense
 from backends.tvm.registry import relax_lowering
 from backends.tvm.shape_ops import pad_or_crop
 from qir.ops.nn import adaptive_pool_windows, avg_pool_window_counts
@@ -48,16 +49,83 @@ relax_lowering("qir.conv2d")(_conv)
 
 @relax_lowering("qir.linear")
 def linear(op, bb, args, params):
-    """x @ w^T (+ b): through the float dense kernel (backends/tvm/kernels/dense.py) when
-    the weight is a constant known here (a parameter, or a dequantized quantized one: the
-    weight-only and fp8 schemes), else Relax's matmul."""
-    w = constant_weight(op.operands[1], params)
-    y = float_dense(bb, args[0], w) if w is not None else None
+    """x @ w^T (+ b). With a constant weight known here (a parameter, or a dequantized
+    quantized one: the weight-only and fp8 schemes) through the dense kernels
+    (backends/tvm/kernels), else Relax's matmul. `accumulate = "sequential"` (bit for
+    bit the numpy interpreter): stored int8/int4/fp8 weights dequantized in registers
+    (weight_dense), float weights through the float kernel with rounded products, any
+    other weight through `seq_matmul`."""
+    y = _dense(op, bb, args[0], op.operands[1], params, transposed=False)
     if y is None:
-        y = bb.emit(R.matmul(args[0], R.permute_dims(args[1])))
+        wt = bb.emit(R.permute_dims(args[1]))
+        y = seq_matmul(bb, args[0], wt) if _sequential(op) else bb.emit(R.matmul(args[0], wt))
     if len(args) > 2:
         y = bb.emit(R.add(y, args[2]))
     return fused_clamp(bb, op, y)
+
+
+@relax_lowering("qir.matmul")
+def matmul(op, bb, args, params):
+    """lhs @ rhs; a constant 2-d rhs as linear's weight (transposed)."""
+    y = None
+    if len(shape_of(args[1])) == 2 and len(shape_of(args[0])) >= 1:
+        y = _dense(op, bb, args[0], op.operands[1], params, transposed=True)
+    if y is None:
+        y = (seq_matmul(bb, args[0], args[1]) if _sequential(op)
+             else bb.emit(R.matmul(args[0], args[1])))
+    return fused_clamp(bb, op, y)
+
+
+def _sequential(op) -> bool:
+    return op.attr("accumulate") == "sequential"
+
+
+def _dense(op, bb, x, weight, params, transposed: bool):
+    """x @ w^T through a dense kernel for a constant weight w [N, K] (stored [K, N] when
+    `transposed`), or None."""
+    if _sequential(op):
+        stored = stored_weight(weight, params, transposed)
+        if stored is not None:
+            y = weight_dense(bb, x, *stored)
+            if y is not None:
+                return y
+    w = constant_weight(weight, params)
+    if w is None or w.ndim != 2:
+        return None
+    return float_dense(bb, x, w.T if transposed else w, exact=_sequential(op))
+
+
+def stored_weight(v, params, transposed: bool = False):
+    """(q [N, K], scales [N, G], group, format) of `v` = dequantize(param) with int8, int4
+    or fp8 storage and zero points 0, per tensor, per output channel or per group of K
+    (q: the stored values; fp8 codes as uint8) — weight_dense's operands; else None."""
+    from qir.quant import quant_params
+
+    op = v.owner
+    if op is None or op.name != "qir.dequantize" or v.type.rank != 2:
+        return None
+    src = op.operands[0]
+    if src.owner is None or src.owner.name != "qir.param" or src.owner.attr("name") not in params:
+        return None
+    qt = src.type.quant
+    fmt = {"i8": "i8", "i4": "i4", "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2"}.get(
+        qt.storage)
+    scale, zp = quant_params(qt, src.type.shape)
+    if fmt is None or np.any(zp != 0):
+        return None
+    q = np.asarray(params[src.owner.attr("name")])
+    s = np.broadcast_to(scale, src.type.shape)
+    k_axis = 0 if transposed else 1
+    if transposed:
+        q, s = q.T, s.T
+    if qt.block_size is not None and qt.axis == k_axis:
+        group = qt.block_size
+    elif qt.axis is None or qt.axis != k_axis:
+        group = q.shape[1]
+    else:
+        return None
+    return (q.view(np.uint8) if fmt.startswith("float8") else q.astype(np.int8),
+            np.ascontiguousarray(s[:, ::group], np.float32), group, fmt)
 
 
 def constant_weight(v, params) -> np.ndarray | None:
@@ -78,11 +146,6 @@ def constant_weight(v, params) -> np.ndarray | None:
                 and src.owner.attr("name") in params:
             return dequantize_values(np.asarray(params[src.owner.attr("name")]), src.type)
     return None
-
-
-@relax_lowering("qir.matmul")
-def matmul(op, bb, args, params):
-    return fused_clamp(bb, op, bb.emit(R.matmul(args[0], args[1])))
 
 
 # --- normalisation ----------------------------------------------------------------------------
@@ -159,18 +222,27 @@ def embedding(op, bb, args, params):
 
 
 def seq_matmul(bb, a, b):
-    """a @ b over the last two axes, each dot product summed in order k = 0, 1, ...
-    (docs/semantics.md): the products are a tensor of their own, so that no
-    multiply-add is fused (backends/tvm/floatmath.py explains why)."""
+    """a @ b with matmul's 1-d promotion and batch broadcasting, each dot product summed
+    in order k = 0, 1, ... (docs/semantics.md): through the scheduled kernel, else with
+    the products a tensor of their own, so that no multiply-add is fused
+    (backends/tvm/exact.py explains why)."""
     a_shape, b_shape = shape_of(a), shape_of(b)
-    if len(a_shape) == len(b_shape) and a_shape[:-2] != b_shape[:-2]:  # broadcast batch
-        batch = tuple(max(p, q) for p, q in zip(a_shape[:-2], b_shape[:-2]))
+    if len(a_shape) == 1 or len(b_shape) == 1:
+        a2 = bb.emit(R.reshape(a, (1,) + a_shape)) if len(a_shape) == 1 else a
+        b2 = bb.emit(R.reshape(b, b_shape + (1,))) if len(b_shape) == 1 else b
+        y = seq_matmul(bb, a2, b2)
+        shape = shape_of(y)
+        keep = shape[:-2] + (() if len(a_shape) == 1 else shape[-2:-1]) \
+            + (() if len(b_shape) == 1 else shape[-1:])
+        return bb.emit(R.reshape(y, keep))
+    rank = max(len(a_shape), len(b_shape))
+    batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+    if a_shape[:-2] != batch or b_shape[:-2] != batch:  # broadcast the batch dimensions
         a = bb.emit(R.broadcast_to(a, batch + tuple(a_shape[-2:])))
         b = bb.emit(R.broadcast_to(b, batch + tuple(b_shape[-2:])))
     y = seq_batch_matmul(bb, a, b)  # the scheduled kernel (backends/tvm/kernels/dense.py)
     if y is not None:
         return y
-    rank = max(len(shape_of(a)), len(shape_of(b)))
     products = bb.emit(R.multiply(R.expand_dims(a, [rank]), R.expand_dims(b, [rank - 2])))
     return bb.emit(R.sum(R.permute_dims(products, list(range(rank - 2)) + [rank - 2, rank,
                                                                            rank - 1]),

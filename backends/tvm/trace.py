@@ -145,10 +145,13 @@ def _is_call_tir(value) -> bool:
 
 def _arg_key(a, keys: dict) -> tuple:
     """What an argument is, the same before and after FuseOps: the id of the call that
-    made it, an input's name, or a constant."""
+    made it, an input's name, or a constant (the same object: FuseOps moves constants,
+    it does not copy them; two calls of one kernel on one input differ by them)."""
     if isinstance(a, relax.Var):
         return keys.get(a, ("var", a.name))
-    return (type(a).__name__,)  # a constant (or another expression): its kind
+    if isinstance(a, tvm.ir.expr.Constant):
+        return ("Constant", hash(a))
+    return (type(a).__name__,)  # another expression: its kind
 
 
 def _item_key(item: relax.TupleGetItem, keys: dict) -> tuple:

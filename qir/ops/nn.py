@@ -82,7 +82,13 @@ def _verify_all_float(op):
         require_float(op, i)
 
 
-define_op("qir.linear", ["input", "weight", "bias?"], FUSED_CLAMP,
+# How a float linear/matmul sums its products (docs/semantics.md): in any order (BLAS,
+# TVM's tiling; results agree to rounding), or each dot product in order k = 0, 1, ...
+# with every product rounded, reproducible bit for bit (the weight-only and fp8 schemes).
+ACCUMULATE = {"accumulate": Attr("str", "any", choices=("any", "sequential"),
+                                 doc="summation order of the dot products")}
+
+define_op("qir.linear", ["input", "weight", "bias?"], {**FUSED_CLAMP, **ACCUMULATE},
           infer=lambda op: [TensorType(linear_output_shape(op), t(op).elem)],
           verify=_verify_all_float, doc="x @ weight.T + bias; weight is [out, in].")
 
@@ -104,7 +110,7 @@ def matmul_output_shape(op) -> tuple[int, ...]:
     return out
 
 
-define_op("qir.matmul", ["lhs", "rhs"], FUSED_CLAMP,
+define_op("qir.matmul", ["lhs", "rhs"], {**FUSED_CLAMP, **ACCUMULATE},
           infer=lambda op: [TensorType(matmul_output_shape(op), t(op).elem)],
           verify=_verify_all_float, doc="numpy/torch matmul with batch broadcasting.")
 

@@ -249,20 +249,25 @@ def pack_float_weights(w: np.ndarray, lanes: int) -> np.ndarray:
 
 
 @functools.cache
-def float_dense_func(m: int, n: int, k: int, lanes: int) -> tirx.PrimFunc:
+def float_dense_func(m: int, n: int, k: int, lanes: int, exact: bool = False
+                     ) -> tirx.PrimFunc:
     """The scheduled kernel for x[m, k] float32 and packed float32 weights of w[n, k]:
     (x, w) -> y[m, n]. A tile of `rows` x `lanes` output channels accumulates in vector
-    registers over k (one broadcast of x and one weight load per step; LLVM may fuse
-    the multiply-add: float matmuls are not bit-specified, docs/semantics.md); tiles run
-    in parallel."""
+    registers over k (one broadcast of x and one weight load per step), each output in
+    order k = 0, 1, ...; LLVM may fuse the multiply-add unless `exact` (a linear with
+    `accumulate = "sequential"`, docs/semantics.md: every product rounded); tiles run in
+    parallel."""
+    from backends.tvm.exact import rounded_product
+
     most = MAX_ROWS_ZMM if lanes == 16 else MAX_ROWS
     rows = next(r for r in range(min(m, most), 0, -1) if m % r == 0)  # no padded rows
     nt = ceil_div(n, lanes)
     x = te.placeholder((m, k), "float32", name="x")
     w = te.placeholder((nt, k, lanes), "float32", name="w")
     kk = te.reduce_axis((0, k), "k")
-    acc = te.compute((m, nt, lanes), lambda i, t, j: te.sum(x[i, kk] * w[t, kk, j], axis=kk),
-                     name="acc")
+    product = rounded_product if exact else (lambda a, b: a * b)
+    acc = te.compute((m, nt, lanes), lambda i, t, j: te.sum(product(x[i, kk], w[t, kk, j]),
+                                                            axis=kk), name="acc")
     y = te.compute((m, n), lambda i, j: acc[i, j // lanes, j % lanes], name="y")
     sch = tvm.s_tir.Schedule(te.create_prim_func([x, w, y]))
     block, out = sch.get_sblock("acc"), sch.get_sblock("y")
@@ -278,12 +283,15 @@ def float_dense_func(m: int, n: int, k: int, lanes: int) -> tirx.PrimFunc:
     init = sch.decompose_reduction(block, kr)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(ii)
-    return kernel_func(sch.mod["main"], f"qir_fdense_m{m}_n{n}_k{k}_l{lanes}")
+    return kernel_func(sch.mod["main"],
+                       f"qir_{'x' if exact else ''}fdense_m{m}_n{n}_k{k}_l{lanes}")
 
 
-def float_dense(bb: relax.BlockBuilder, x: relax.Expr, w: np.ndarray) -> relax.Expr | None:
-    """x[..., k] @ w[n, k]^T in float32 through the kernel, for constant weights; None
-    when it does not apply (not an AVX2 llvm target, not float32)."""
+def float_dense(bb: relax.BlockBuilder, x: relax.Expr, w: np.ndarray, exact: bool = False
+                ) -> relax.Expr | None:
+    """x[..., k] @ w[n, k]^T in float32 through the kernel, for constant weights (`exact`:
+    sequential with rounded products); None when it does not apply (not an AVX2 llvm
+    target, not float32)."""
     target = kernel_target()
     shape = shape_of(x)
     if target is None or dtype_of(x) != "float32" or w.ndim != 2 or shape[-1] != w.shape[1]:
@@ -293,7 +301,7 @@ def float_dense(bb: relax.BlockBuilder, x: relax.Expr, w: np.ndarray) -> relax.E
     if min(m, n, k) == 0:
         return None
     lanes = 16 if has_zmm(target) else 8
-    func = build_or_none(float_dense_func, m, n, k, lanes)
+    func = build_or_none(float_dense_func, m, n, k, lanes, exact)
     if func is None:
         return None
     x2 = bb.emit(R.reshape(x, (m, k))) if len(shape) != 2 else x

@@ -336,27 +336,3 @@ def test_float_linear_with_constant_weights_runs_the_float_dense_kernel(m, n, k,
     assert any(name.startswith("qir_fdense") for name in c.signature.kernels)
     got, want = c.run({"x": x})["y"], run(module, {"x": x})["y"]
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
-
-
-@pytest.mark.parametrize("pipeline", ["w8a16", "w4a16", "fp8-e4m3"])
-def test_weight_only_and_fp8_linears_use_the_float_dense_kernel(pipeline):
-    """The dequantized constant weights of the weight-only and fp8 schemes are known at
-    compile time: their linears run the float dense kernel, not Relax's matmul."""
-    import frontends
-    from backends.tvm import build
-    from passes import PassContext, PassManager
-    from tests.zoo import ZOO, calibration_batches
-
-    entry = ZOO["gpt_style"]
-    module = frontends.from_torch(entry.build(), entry.example_inputs(0))
-    names = [a.name for a in module.main.args]
-    batches = [dict(zip(names, [t.numpy() for t in b]))
-               for b in calibration_batches("gpt_style", 2)]
-    PassManager(pipeline, ctx=PassContext(calibration_data=batches, progress=False)).run(
-        module)
-    linears = [op for op in module.main.ops if op.name == "qir.linear"]
-    kernels = build(module, "llvm").signature.kernels
-    dense = {o["value"] for name, ops in kernels.items() if name.startswith("qir_fdense")
-             for o in ops}
-    assert linears and all(op.result.name in dense for op in linears), \
-        [op.result.name for op in linears if op.result.name not in dense]
