@@ -12,6 +12,7 @@ from tvm import tirx as tir
 from backends.tvm.common import R, const, dtype_of, fused_clamp, scalar, shape_of
 from backends.tvm.float_ops import softmax
 from backends.tvm.kernels.dense import float_dense, seq_batch_matmul
+from backends.tvm.kernels.float_conv import float_conv
 from backends.tvm.kernels.weight_dense import weight_dense
 from backends.tvm.registry import relax_lowering
 from backends.tvm.shape_ops import pad_or_crop
@@ -37,7 +38,15 @@ def add_channel_bias(bb, y, b):
 
 
 def _conv(op, bb, args, params):
-    y = conv(bb, op, args[0], args[1])
+    """Through the float conv kernel (backends/tvm/kernels/float_conv.py) when the weight
+    is a constant known here, else Relax's conv."""
+    w = constant_weight(op.operands[1], params)
+    y = None
+    if w is not None:
+        y = float_conv(bb, args[0], w, op.attr("stride"), op.attr("padding"),
+                       op.attr("dilation"), op.attr("groups"))
+    if y is None:
+        y = conv(bb, op, args[0], args[1])
     if len(args) > 2:
         y = add_channel_bias(bb, y, args[2])
     return fused_clamp(bb, op, y)

@@ -336,3 +336,44 @@ def test_float_linear_with_constant_weights_runs_the_float_dense_kernel(m, n, k,
     assert any(name.startswith("qir_fdense") for name in c.signature.kernels)
     got, want = c.run({"x": x})["y"], run(module, {"x": x})["y"]
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+# --- float32 conv with constant weights -------------------------------------------------------
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation", [
+    ((1, 3, 17, 15), (8, 3, 3, 3), [2, 2], [1, 1, 1, 1], [1, 1]),  # a stem: stride 2
+    ((2, 8, 9, 9), (16, 8, 1, 1), [1, 1], [0, 0, 0, 0], [1, 1]),  # 1x1, batch 2
+    ((1, 4, 10, 12), (6, 4, 3, 3), [1, 1], [2, 1, 0, 3], [2, 1]),  # uneven pads, dilated
+    ((1, 5, 20), (7, 5, 3), [2], [1, 2], [1]),  # conv1d
+])
+def test_float_conv_with_constant_weights_runs_the_float_conv_kernel(
+        x_shape, w_shape, stride, padding, dilation):
+    """qir.conv1d/conv2d with a parameter weight (groups 1): the float conv kernel, within
+    the float contract of torch (docs/semantics.md: float convs are not bit-specified)."""
+    import torch
+
+    from backends.tvm import build
+
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    nd = len(stride)
+    pads = [p for i in range(nd) for p in (padding[nd - 1 - i], padding[2 * nd - 1 - i])]
+    conv = torch.nn.functional.conv2d if nd == 2 else torch.nn.functional.conv1d
+    want = torch.relu(conv(torch.nn.functional.pad(torch.tensor(x), pads), torch.tensor(w),
+                           torch.tensor(b), stride=stride, dilation=dilation)).numpy()
+    shape = "x".join(map(str, want.shape))
+    module = qir.parse(f"""func @main(%x: tensor<{'x'.join(map(str, x_shape))}xf32>) -> (tensor<{shape}xf32>) {{
+  %w = qir.param {{name = "w"}} : tensor<{'x'.join(map(str, w_shape))}xf32>
+  %b = qir.param {{name = "b"}} : tensor<{w_shape[0]}xf32>
+  %y = qir.conv{nd}d %x, %w, %b {{stride = {stride}, padding = {padding}, dilation = {dilation}, clamp_min = 0.0}} : tensor<{shape}xf32>
+  return %y
+}}
+""")
+    module.params.update(w=w, b=b)
+    c = build(module, "llvm")
+    assert any(name.startswith("qir_fconv") for name in c.signature.kernels)
+    got = c.run({"x": x})["y"]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
