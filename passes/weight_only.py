@@ -46,9 +46,11 @@ from passes.utils import constant_array, param_name
 STORAGE = {4: ("i4", 7), 8: ("i8", 127)}
 
 
-def _targets(module: Module) -> list[tuple[Op, np.ndarray]]:
-    """(op, weight as [N, K]) for linears and matmuls with a constant 2-d rhs."""
-    out = []
+def _targets(module: Module) -> list[tuple[list[Op], np.ndarray]]:
+    """(ops, weight as [N, K]) for linears and matmuls with a constant 2-d rhs, one entry
+    per weight: ops of several functions (a causal LM's prefill and decode) that use the
+    same parameter share its quantized copy."""
+    out: dict = {}
     for fn in module.functions.values():
         for op in fn.ops:
             if op.name not in ("qir.linear", "qir.matmul") or not op.operands[0].type.is_float:
@@ -56,33 +58,41 @@ def _targets(module: Module) -> list[tuple[Op, np.ndarray]]:
             w = constant_array(op.operands[1])
             if w is None or w.dtype.kind != "f" or w.ndim != 2:
                 continue
-            out.append((op, w if op.name == "qir.linear" else w.T))
-    return out
+            name = param_name(op.operands[1])
+            key = (name, op.name) if name is not None else id(op)
+            out.setdefault(key, ([], w if op.name == "qir.linear" else w.T))[0].append(op)
+    return list(out.values())
 
 
-def _hessians(module: Module, ops: list[Op], ctx: PassContext) -> dict[int, np.ndarray]:
-    """H = 2 XᵀX / M of each op's input over the calibration data, keyed by op id."""
+def _hessians(module: Module, groups: list[list[Op]], ctx: PassContext) -> list[np.ndarray]:
+    """H = 2 XᵀX / M of each weight's inputs over the calibration data (which runs @main:
+    its ops' inputs count)."""
     batches = calibration_batches(ctx, "weight-only{gptq=true}")
-    inputs = list({id(op.operands[0]): op.operands[0] for op in ops}.values())
+    main = module.main
+    inputs = list({id(op.operands[0]): op.operands[0] for ops in groups for op in ops
+                   if op.function is main}.values())
 
     def reduce(_v, a):
         r = rows(a)
         return r.T @ r, r.shape[0]
 
     seen = collect(module, batches, inputs, reduce)
-    out = {}
-    for op in ops:
-        parts = seen[id(op.operands[0])]
+    out = []
+    for ops in groups:
+        parts = [p for op in ops if op.function is main for p in seen[id(op.operands[0])]]
+        if not parts:
+            raise QirError(f"weight-only{{gptq=true}}: {ops[0].name} at {ops[0].loc} is not "
+                           "reached from @main, which the calibration data runs")
         m = sum(p[1] for p in parts)
-        out[id(op)] = 2.0 * sum(p[0] for p in parts) / max(m, 1)
+        out.append(2.0 * sum(p[0] for p in parts) / max(m, 1))
     return out
 
 
-def _replace_weight(op: Op, q: np.ndarray, scales: np.ndarray, storage: str, qmax: int,
-                    group: int | None) -> None:
-    """Swap op's float weight for dequantize(param) with q [N, K] and scales [N, K/g]."""
-    fn = op.function
-    linear = op.name == "qir.linear"
+def _replace_weight(ops: list[Op], q: np.ndarray, scales: np.ndarray, storage: str,
+                    qmax: int, group: int | None) -> None:
+    """Swap each op's float weight for dequantize(param) with q [N, K] and scales
+    [N, K/g] (one parameter for all of them)."""
+    linear = ops[0].name == "qir.linear"
     data = (q if linear else q.T).astype(np.int8)
     grid = scales if linear else scales.T
     k_axis, n_axis = (1, 0) if linear else (0, 1)
@@ -92,14 +102,15 @@ def _replace_weight(op: Op, q: np.ndarray, scales: np.ndarray, storage: str, qma
     else:
         qtype = QuantType(storage, "f32", tuple(map(float, grid.ravel())),
                           (0,) * grid.size, -qmax, qmax, axis=k_axis, block_size=group)
-    old = op.operands[1]
+    old = ops[0].operands[1]
     name = f"{param_name(old) or old.name}.{storage}"
-    pname = fn.module.add_param(name, data)
-    b = Builder(fn, before=op, loc=op.loc)
-    pv = b.value("qir.param", [], {"name": pname}, result_types=[TensorType(data.shape, qtype)],
-                 names=[name])
-    op.set_operand(1, b.value("qir.dequantize", [pv], names=[f"{name}_dq"]))
-    op.attrs["accumulate"] = "sequential"  # reproducible: docs/semantics.md
+    pname = ops[0].function.module.add_param(name, data)
+    for op in ops:
+        b = Builder(op.function, before=op, loc=op.loc)
+        pv = b.value("qir.param", [], {"name": pname},
+                     result_types=[TensorType(data.shape, qtype)], names=[name])
+        op.set_operand(1, b.value("qir.dequantize", [pv], names=[f"{name}_dq"]))
+        op.attrs["accumulate"] = "sequential"  # reproducible: docs/semantics.md
 
 
 @register_pass("weight-only")
@@ -122,16 +133,16 @@ def weight_only(
     targets = _targets(module)
     if not targets:
         return False
-    hessians = _hessians(module, [op for op, _ in targets], ctx) if gptq else {}
+    hessians = _hessians(module, [ops for ops, _ in targets], ctx) if gptq else None
     before = after = packed = 0
-    for op, w in targets:
+    for i, (ops, w) in enumerate(targets):
         k = w.shape[1]
         group = min(group_size or k, k)  # not dividing K: a shorter last group
         if gptq:
-            q, scales = gptq_round(w, hessians[id(op)], group, qmax, damp=damp)
+            q, scales = gptq_round(w, hessians[i], group, qmax, damp=damp)
         else:
             q, scales = round_to_nearest(w, group, qmax)
-        _replace_weight(op, q, scales, storage, qmax, None if group == k else group)
+        _replace_weight(ops, q, scales, storage, qmax, None if group == k else group)
         before += w.size * w.dtype.itemsize
         after += q.size + 4 * scales.size
         packed += -(-q.size * bits // 8) + 4 * scales.size

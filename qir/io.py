@@ -116,6 +116,28 @@ def read_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
     return out
 
 
+def read_npy(path: str | Path, what: str) -> np.ndarray:
+    """The array of the .npy file at `path` (`what` it holds), never unpickled; an .npz
+    with exactly one array is taken too. Errors as read_npz's."""
+    path = Path(path)
+    if not path.is_file():
+        raise QirError(f"{path}: no such file ({what})" if not path.exists() else
+                       f"{path}: not a file ({what}; expected an .npy array)")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001
+        raise QirError(f"{path}: not a readable .npy array ({what}): {_reason(e)}; save it "
+                       "with numpy.save") from None
+    if isinstance(z, np.lib.npyio.NpzFile):
+        z.close()
+        arrays = read_npz(path, what)
+        if len(arrays) != 1:
+            raise QirError(f"{path}: an .npz with {len(arrays)} arrays ({what}); expected "
+                           "one .npy array")
+        return next(iter(arrays.values()))
+    return z
+
+
 def _reason(e: Exception) -> str:
     text = str(e).splitlines()[0] if str(e) else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__

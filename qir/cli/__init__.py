@@ -10,8 +10,8 @@ import sys
 from qir.diagnostics import QirError, QirSyntaxError
 
 # (module, description) of each subcommand, in the order `qir --help` lists them.
-_COMMANDS = ["verify", "opt", "passes_cmd", "import_", "run", "compile", "bench", "diff",
-             "report_cmd", "explain", "show"]
+_COMMANDS = ["verify", "opt", "passes_cmd", "import_", "run", "compile", "generate", "bench",
+             "diff", "report_cmd", "explain", "show"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,207 @@
+"""`qir generate OUTDIR --prompt-ids IDS.npy --max-new-tokens N [--sample --seed S
+--temperature T --top-k K] [--backend numpy]`: generate tokens with a causal LM compiled
+by `qir compile HF_DIR` (frontends/causal_lm.py), printing the tokens and tokens/s.
+
+A generation OUTDIR holds two standard OUTDIRs, `prefill/` and `decode/` (each runs
+alone with `qir run` / `qir bench`), and `generation.json` (the model's layer, head and
+cache sizes). The loop keeps the KV cache, [layers, 1, kv heads, S - 1, head dim] for
+keys and for values, in numpy:
+1. prefill: the prompt's first min(n, P) tokens, padded on the right to P (the causal
+   mask keeps padding out of every real token's attention); its keys and values fill
+   cache slots 0..; the logits of the last real token give the first new token;
+2. a longer prompt's remaining tokens, then each new token, go through decode one at a
+   time: position = slots filled, the mask opens those slots, the new keys and values
+   go into the next slot.
+Greedy decoding takes the argmax (the first on ties, as torch); `--sample` draws from
+softmax(logits / T), restricted to the top K when given, with numpy's PCG64 seeded by
+`--seed`. Generation stops after N new tokens, at the end-of-sequence token
+(`--eos`, default the model's), or when the cache is full (S tokens).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from qir.diagnostics import QirError
+
+GENERATION_FILE = "generation.json"
+GENERATION_FORMAT = "qir-generation/1"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="generate tokens with a causal LM compiled by "
+                       "qir compile HF_DIR", description=__doc__.split("\n\n")[0])
+    p.add_argument("outdir", help="an OUTDIR written by qir compile HF_DIR")
+    p.add_argument("--prompt-ids", required=True, help=".npy of token ids (1-d, integers)")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy argmax")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="with --sample: the K likeliest "
+                   "tokens only (0: all)")
+    p.add_argument("--seed", type=int, default=0, help="with --sample: the random seed")
+    p.add_argument("--eos", type=int, default=None, help="stop at this token (default: "
+                   "the model's end-of-sequence token; -1: never)")
+    p.add_argument("--backend", choices=("numpy",), default=None, help="run the IR in the "
+                   "numpy interpreter instead of the compiled libraries")
+    p.add_argument("--json", action="store_true", help="print tokens and timings as JSON")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class Generation:
+    """Tokens generated, and where the time went."""
+
+    tokens: list[int]
+    prompt_tokens: int
+    prefill_s: float
+    decode_s: float = 0.0
+    decode_steps: int = 0
+    stopped: str = "max-new-tokens"
+    step_s: list[float] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode speed: tokens from decode steps per second of decoding."""
+        return self.decode_steps / self.decode_s if self.decode_s > 0 else float("nan")
+
+
+class Generator:
+    """The generation loop over a prefill and a decode function (inputs dict -> outputs
+    dict, as qir.cli.artifact.Runner.run), for the sizes in `spec`
+    (frontends.causal_lm.CausalLMSpec)."""
+
+    def __init__(self, prefill: Callable[[dict], dict], decode: Callable[[dict], dict], spec):
+        self.prefill_fn, self.decode_fn, self.spec = prefill, decode, spec
+
+    def generate(self, prompt, max_new_tokens: int, *, sample: bool = False,
+                 temperature: float = 1.0, top_k: int = 0, seed: int = 0,
+                 eos: int | None = None) -> Generation:
+        from frontends.causal_lm import decode_mask, prefill_mask
+
+        spec = self.spec
+        ids = np.asarray(prompt).reshape(-1)
+        if ids.size == 0 or ids.dtype.kind not in "iu":
+            raise QirError("the prompt must be a non-empty array of integer token ids")
+        if ids.min() < 0 or ids.max() >= spec.vocab:
+            raise QirError(f"prompt token ids must be in [0, {spec.vocab}), got "
+                           f"{int(ids.min())}..{int(ids.max())}")
+        if ids.size >= spec.max_seq:
+            raise QirError(f"the prompt has {ids.size} tokens; this build holds at most "
+                           f"{spec.max_seq} in all (recompile with a larger --max-seq)")
+        if max_new_tokens < 1:
+            raise QirError("--max-new-tokens must be at least 1")
+        if sample and temperature <= 0:
+            raise QirError("--temperature must be positive")
+        rng = np.random.default_rng(seed)
+        cache_shape = (spec.layers, 1, spec.kv_heads, spec.max_seq - 1, spec.head_dim)
+        keys = np.zeros(cache_shape, np.float32)
+        values = np.zeros(cache_shape, np.float32)
+        p = spec.prefill_len
+        first = ids[:p]
+        n = first.size
+        padded = np.zeros((1, p), np.int64)
+        padded[0, :n] = first
+        start = time.perf_counter()
+        out = self.prefill_fn({"input_ids": padded, "mask": prefill_mask(p),
+                               "position_ids": np.arange(p, dtype=np.int64)[None]})
+        keys[:, :, :, :n] = out["keys"][:, :, :, :n]
+        values[:, :, :, :n] = out["values"][:, :, :, :n]
+        logits = out["logits"][0, n - 1]
+        result = Generation([], int(ids.size), time.perf_counter() - start)
+        filled = n
+
+        def step(token: int) -> np.ndarray:
+            nonlocal filled
+            out = self.decode_fn({
+                "input_ids": np.array([[token]], np.int64),
+                "mask": decode_mask(filled, spec.max_seq),
+                "position_ids": np.array([[filled]], np.int64),
+                "past_keys": keys, "past_values": values})
+            keys[:, :, :, filled] = out["keys"][:, :, :, 0]
+            values[:, :, :, filled] = out["values"][:, :, :, 0]
+            filled += 1
+            return out["logits"][0, 0]
+
+        for token in ids[p:]:  # the rest of a long prompt
+            logits = step(int(token))
+        result.prefill_s = time.perf_counter() - start
+        while True:
+            token = self._pick(logits, sample, temperature, top_k, rng)
+            result.tokens.append(token)
+            if eos is not None and token == eos:
+                result.stopped = "eos"
+                break
+            if len(result.tokens) >= max_new_tokens:
+                break
+            if filled >= spec.max_seq - 1:
+                result.stopped = "cache full"
+                break
+            t0 = time.perf_counter()
+            logits = step(token)
+            result.step_s.append(time.perf_counter() - t0)
+        result.decode_steps = len(result.step_s)
+        result.decode_s = float(sum(result.step_s))
+        return result
+
+    @staticmethod
+    def _pick(logits: np.ndarray, sample: bool, temperature: float, top_k: int, rng) -> int:
+        logits = np.asarray(logits, np.float64)
+        if not sample:
+            return int(np.argmax(logits))
+        z = logits / temperature
+        if top_k > 0:
+            cut = np.sort(z)[-min(top_k, z.size)]
+            z = np.where(z >= cut, z, -np.inf)
+        prob = np.exp(z - z.max())
+        return int(rng.choice(z.size, p=prob / prob.sum()))
+
+
+def open_generation(outdir: str, backend: str | None = None) -> Generator:
+    """The Generator of a generation OUTDIR (its two artifacts verified and loaded)."""
+    from frontends.causal_lm import CausalLMSpec
+    from qir.cli.artifact import runner
+
+    path = Path(outdir) / GENERATION_FILE
+    if not path.is_file():
+        raise QirError(f"{outdir}: no {GENERATION_FILE}: not compiled from a causal LM "
+                       "(qir compile HF_DIR -o OUTDIR)")
+    try:
+        info = json.loads(path.read_text())
+        if info.get("format") != GENERATION_FORMAT:
+            raise QirError(f"{path}: format {info.get('format')!r}, expected "
+                           f"{GENERATION_FORMAT!r}: recompile")
+        spec = CausalLMSpec.from_json(info["spec"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise QirError(f"{path}: malformed ({type(e).__name__}: {e}): recompile") from None
+    prefill = runner(str(Path(outdir) / "prefill"), backend)
+    decode = runner(str(Path(outdir) / "decode"), backend)
+    return Generator(prefill.run, decode.run, spec)
+
+
+def run(args) -> int:
+    from qir.io import read_npy
+
+    gen = open_generation(args.outdir, args.backend)
+    prompt = read_npy(args.prompt_ids, "prompt ids")
+    eos = gen.spec.eos_token_id if args.eos is None else (None if args.eos < 0 else args.eos)
+    result = gen.generate(prompt, args.max_new_tokens, sample=args.sample,
+                          temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                          eos=eos)
+    if args.json:
+        print(json.dumps({"tokens": result.tokens, "prompt_tokens": result.prompt_tokens,
+                          "prefill_ms": result.prefill_s * 1e3,
+                          "decode_tokens_per_s": result.tokens_per_s,
+                          "stopped": result.stopped}))
+        return 0
+    print(" ".join(map(str, result.tokens)))
+    print(f"prompt {result.prompt_tokens} tokens, prefill {result.prefill_s * 1e3:.1f} ms; "
+          f"{len(result.tokens)} new tokens, decode {result.tokens_per_s:.1f} tokens/s "
+          f"({result.decode_steps} steps); stopped: {result.stopped}", file=sys.stderr)
+    return 0
