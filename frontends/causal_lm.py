@@ -85,7 +85,7 @@ def hf_model(path: str | Path):
             "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
         if weights:
             model = transformers.AutoModelForCausalLM.from_pretrained(
-                path, local_files_only=True, torch_dtype=torch.float32)
+                path, local_files_only=True, dtype=torch.float32)
         else:
             torch.manual_seed(0)
             model = transformers.AutoModelForCausalLM.from_config(config)
@@ -134,20 +134,23 @@ class _Step(torch.nn.Module):
         return out.logits, keys, values
 
 
-def export_causal_lm(model: torch.nn.Module, max_seq: int = 256, prefill_len: int = 64
-                     ) -> tuple[Module, CausalLMSpec]:
-    """(module with @main = prefill and @decode, spec) for a transformers causal LM."""
+def export_causal_lm(model: torch.nn.Module, max_seq: int | None = None,
+                     prefill_len: int = 64) -> tuple[Module, CausalLMSpec]:
+    """(module with @main = prefill and @decode, spec) for a transformers causal LM;
+    `max_seq` defaults to 256, or the model's positions when fewer."""
     from frontends import from_torch
 
-    if not 2 <= prefill_len < max_seq:
-        raise QirError(f"the prefill length ({prefill_len}) must be at least 2 and below "
-                       f"the longest sequence ({max_seq})")
     config = model.config
     layers = int(config.num_hidden_layers)
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions",
                                                                         None)
+    if max_seq is None:
+        max_seq = min(256, int(limit)) if limit is not None else 256
     if limit is not None and max_seq > int(limit):
         raise QirError(f"--max-seq {max_seq} is beyond the model's {limit} positions")
+    if not 2 <= prefill_len < max_seq:
+        raise QirError(f"the prefill length ({prefill_len}) must be at least 2 and below "
+                       f"the longest sequence ({max_seq})")
     p = prefill_len
     ids = torch.zeros((1, p), dtype=torch.long)
     positions = torch.arange(p)[None]

@@ -39,7 +39,9 @@ EXAMPLE_WARNING = ("warning: no --calib given: calibrating on the example inputs
 def register(sub) -> None:
     p = sub.add_parser("compile", help="compile a model: import, pass pipeline, codegen",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="torch.export archive (.pt2/.pt) or a float .qir file")
+    p.add_argument("model", help="torch.export archive (.pt2/.pt), a float .qir file, or a "
+                   "Hugging Face causal LM directory (config.json [+ weights]): then OUTDIR "
+                   "holds prefill and decode for qir generate")
     p.add_argument("-o", "--output", help="output directory (must not exist, or --force)")
     p.add_argument("--target", default="llvm", choices=TARGETS)
     p.add_argument("--arch", default=None, help="CUDA architecture, e.g. sm_80 (cuda only)")
@@ -74,6 +76,17 @@ def register(sub) -> None:
     p.add_argument("--tune-cache", default=None, metavar="DIR",
                    help="the tuning cache (default: $QIR_CACHE_DIR/tune or "
                    "~/.cache/qir/tune)")
+    p.add_argument("--group-size", type=int, default=None, metavar="G",
+                   help="--w4a16/--w8a16: input channels per weight scale, 32..256 (0: one "
+                   "per output channel; default 128 for int4, 0 for int8)")
+    p.add_argument("--method", choices=("gptq", "rtn"), default=None,
+                   help="--w4a16/--w8a16 rounding: GPTQ (the default with --calib) or "
+                   "round-to-nearest (the default without)")
+    p.add_argument("--max-seq", type=int, default=None, metavar="S",
+                   help="causal LM: the longest sequence, prompt and new tokens (the KV "
+                   "cache; default 256, or the model's positions when fewer)")
+    p.add_argument("--prefill-len", type=int, default=64, metavar="P",
+                   help="causal LM: tokens per prefill call")
     add_pipeline_arguments(p)
     p.set_defaults(func=run)
 
@@ -167,9 +180,25 @@ def scheme_pipeline(args) -> str:
     min_sqnr = _min_sqnr(args)
     if (args.smoothquant or min_sqnr is not None) and schemes != ["int8"]:
         raise QirError("--smoothquant, --min-sqnr and --max-drop apply to --int8")
+    weight_only = schemes in (["w4a16"], ["w8a16"])
+    if not weight_only and (args.group_size is not None or args.method is not None):
+        raise QirError("--group-size and --method apply to --w4a16 and --w8a16")
     if not schemes:
         return "optimize"
     scheme = schemes[0]
+    if weight_only:
+        bits = 4 if scheme == "w4a16" else 8
+        group = args.group_size if args.group_size is not None else (128 if bits == 4 else 0)
+        method = args.method or ("gptq" if args.calib else "rtn")
+        if method == "gptq" and not args.calib:
+            raise QirError("--method gptq needs calibration data: pass --calib CALIB.npz")
+        import re
+
+        from passes.builtin import PIPELINES
+
+        stage = (f"weight-only{{bits={bits},group-size={group}"
+                 f"{',gptq=true' if method == 'gptq' else ''}}}")
+        return re.sub(r"weight-only\{[^}]*\}", stage, PIPELINES[scheme])
     if scheme != "int8":
         return {"w4a16": "w4a16", "w8a16": "w8a16", "fp8": "fp8-e4m3",
                 "dynamic": "int8-dynamic"}[scheme]
@@ -206,6 +235,10 @@ def run(args) -> int:
     from qir.io import save
     from qir.verifier import verify
 
+    if Path(args.model).is_dir():
+        from qir.cli.generate import compile_causal_lm
+
+        return compile_causal_lm(args)
     if args.output is None and args.emit is None:
         raise QirError("give an output directory with -o OUTDIR (or --emit relax to print)")
     if args.arch and args.target != "cuda":
@@ -229,10 +262,10 @@ def run(args) -> int:
     pipeline = args.pipeline if args.pipeline is not None else scheme_pipeline(args)
     steps = parse_pipeline(pipeline)
     ctx = PassContext(progress=not args.no_progress and sys.stderr.isatty())
-    if any(s.name == "calibrate" for s in steps):
-        if args.calib:
-            ctx.calibration_data = calibration_batches(module.main, args.calib)
-        elif examples is not None:
+    if args.calib:  # calibrate, and GPTQ's Hessians
+        ctx.calibration_data = calibration_batches(module.main, args.calib)
+    elif any(s.name == "calibrate" for s in steps):
+        if examples is not None:
             print(EXAMPLE_WARNING, file=sys.stderr)
             ctx.calibration_data = _example_batches(module, examples)
         else:

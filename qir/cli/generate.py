@@ -15,7 +15,14 @@ keys and for values, in numpy:
 Greedy decoding takes the argmax (the first on ties, as torch); `--sample` draws from
 softmax(logits / T), restricted to the top K when given, with numpy's PCG64 seeded by
 `--seed`. Generation stops after N new tokens, at the end-of-sequence token
-(`--eos`, default the model's), or when the cache is full (S tokens).
+(`--eos`, default the model's), or when the cache is full (S tokens). Each function runs
+once before the timed generation (loading a library and its first call are not the
+model's speed).
+
+`qir compile HF_DIR -o OUTDIR [--w4a16 | --w8a16 | --dynamic] [--calib C.npz]
+[--max-seq S] [--prefill-len P]` (`compile_causal_lm`) writes such an OUTDIR from a
+local transformers model directory. Calibration data for a causal LM is an .npz with
+`input_ids` [N, T]: every full run of P tokens of each row is one prefill batch.
 """
 
 from __future__ import annotations
@@ -79,6 +86,21 @@ class Generator:
 
     def __init__(self, prefill: Callable[[dict], dict], decode: Callable[[dict], dict], spec):
         self.prefill_fn, self.decode_fn, self.spec = prefill, decode, spec
+
+    def warmup(self) -> None:
+        """Run each function once (a library's first call sets up its VM), so that the
+        timings of `generate` are the model's."""
+        from frontends.causal_lm import decode_mask, prefill_mask
+
+        spec, p = self.spec, self.spec.prefill_len
+        cache = np.zeros((spec.layers, 1, spec.kv_heads, spec.max_seq - 1, spec.head_dim),
+                         np.float32)
+        self.prefill_fn({"input_ids": np.zeros((1, p), np.int64), "mask": prefill_mask(p),
+                         "position_ids": np.arange(p, dtype=np.int64)[None]})
+        self.decode_fn({"input_ids": np.zeros((1, 1), np.int64),
+                        "mask": decode_mask(0, spec.max_seq),
+                        "position_ids": np.zeros((1, 1), np.int64), "past_keys": cache,
+                        "past_values": cache})
 
     def generate(self, prompt, max_new_tokens: int, *, sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, seed: int = 0,
@@ -190,6 +212,7 @@ def run(args) -> int:
 
     gen = open_generation(args.outdir, args.backend)
     prompt = read_npy(args.prompt_ids, "prompt ids")
+    gen.warmup()
     eos = gen.spec.eos_token_id if args.eos is None else (None if args.eos < 0 else args.eos)
     result = gen.generate(prompt, args.max_new_tokens, sample=args.sample,
                           temperature=args.temperature, top_k=args.top_k, seed=args.seed,
@@ -204,4 +227,105 @@ def run(args) -> int:
     print(f"prompt {result.prompt_tokens} tokens, prefill {result.prefill_s * 1e3:.1f} ms; "
           f"{len(result.tokens)} new tokens, decode {result.tokens_per_s:.1f} tokens/s "
           f"({result.decode_steps} steps); stopped: {result.stopped}", file=sys.stderr)
+    return 0
+
+
+def lm_calibration(path: str, p: int) -> list[dict]:
+    """Prefill batches from a calibration .npz holding `input_ids` [N, T] (or [T]):
+    each row cut into runs of P tokens (a row shorter than P is one run, padded)."""
+    from frontends.causal_lm import prefill_mask
+    from qir.io import read_npz
+
+    arrays = read_npz(path, "calibration data")
+    if "input_ids" not in arrays:
+        raise QirError(f"{path}: calibration data for a causal LM needs an array "
+                       f"'input_ids' [samples, tokens]; it has {sorted(arrays)}")
+    ids = arrays["input_ids"]
+    if ids.dtype.kind not in "iu" or ids.ndim not in (1, 2) or ids.size == 0:
+        raise QirError(f"{path}: 'input_ids' must be integer token ids [samples, tokens], "
+                       f"got {ids.dtype}{list(ids.shape)}")
+    rows = ids.reshape(1, -1) if ids.ndim == 1 else ids
+    mask, positions = prefill_mask(p), np.arange(p, dtype=np.int64)[None]
+    batches = []
+    for row in rows:
+        runs = [row[i:i + p] for i in range(0, max(len(row) - p, 0) + 1, p)]
+        for run_ in runs:
+            padded = np.zeros((1, p), np.int64)
+            padded[0, :len(run_)] = run_
+            batches.append({"input_ids": padded, "mask": mask, "position_ids": positions})
+    return batches
+
+
+def compile_causal_lm(args) -> int:
+    """`qir compile HF_DIR ...`: export (frontends/causal_lm.py), one pipeline run over
+    both functions, then a standard OUTDIR per function and generation.json; OUTDIR
+    appears whole or not at all."""
+    import os
+    import shutil
+    import tempfile
+
+    from backends.tvm import build
+    from frontends.causal_lm import export_causal_lm, function_module, hf_model
+    from passes import PassContext, PassManager, parse_pipeline
+    from qir.cli.compile import manifest, scheme_pipeline
+    from qir.io import fix_mode, save
+
+    if args.target not in ("llvm", "numpy"):
+        raise QirError(f"a causal LM compiles for --target llvm (or numpy), not {args.target}")
+    if args.int8 or args.fp8:
+        raise QirError("generation supports the float build, --w4a16, --w8a16 and --dynamic: "
+                       "--int8 and --fp8 calibrate activations, and their decode function "
+                       "has none yet")
+    if args.output is None:
+        raise QirError("give an output directory with -o OUTDIR")
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise QirError(f"{out} already exists; choose another -o or pass --force")
+    pipeline = args.pipeline if args.pipeline is not None else scheme_pipeline(args)
+    steps = parse_pipeline(pipeline)
+    ctx = PassContext(progress=not args.no_progress and sys.stderr.isatty())
+    if args.calib:
+        ctx.calibration_data = lm_calibration(args.calib, args.prefill_len)
+    model = hf_model(args.model)
+    module, spec = export_causal_lm(model, args.max_seq, args.prefill_len)
+    pm = PassManager(steps, verify_each=not args.no_verify_each, ctx=ctx,
+                     dump_dir=args.dump_ir or args.dump_dir, timing=args.timing)
+    pm.run(module)
+    parts = {"prefill": function_module(module, "main"),
+             "decode": function_module(module, "decode")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    sizes = {}
+    try:
+        config = Path(args.model) / "config.json"
+        for name, part in parts.items():
+            sub = tmp / name
+            sub.mkdir()
+            save(part, sub / "model.qir")
+            if args.target == "llvm":
+                build(part, "llvm").export_library(str(sub / "model.so"))
+                sizes[name] = (sub / "model.so").stat().st_size
+            fix_mode(sub, directory=True)
+            info = manifest(part, args, pm.pipeline_string, sub, config)
+            (sub / "manifest.json").write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / GENERATION_FILE).write_text(json.dumps({
+            "format": GENERATION_FORMAT, "spec": spec.to_json(),
+            "pipeline": pm.pipeline_string, "library_bytes": sizes}, indent=2) + "\n")
+        fix_mode(tmp, directory=True)
+        if out.exists():  # --force
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.rename(out, old / "x")
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    for note in ctx.notes:
+        print(f"note: {note}", file=sys.stderr)
+    size = ", ".join(f"{k}/model.so {v / 2**20:.1f} MiB" for k, v in sizes.items())
+    print(f"wrote {out} ({args.target}, causal LM {spec.model_type}, {spec.layers} layers, "
+          f"prefill {spec.prefill_len}, max {spec.max_seq} tokens{'; ' + size if size else ''})",
+          file=sys.stderr)
     return 0
