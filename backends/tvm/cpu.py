@@ -288,6 +288,9 @@ def _compute_kept_at(sch: s_tir.Schedule, kept: list, loop) -> list:
     depth = _depth(sch, loop) + 1
     left = []
     for block in reversed(kept):
+        if not _reads_declared(sch, block):
+            left.append(block)
+            continue
         alone = _iterations(sch, block)
         try:
             trial = sch.copy()
@@ -305,6 +308,34 @@ def _compute_kept_at(sch: s_tir.Schedule, kept: list, loop) -> list:
         if mine:
             vectorize_inner(sch, sch.fuse(*mine) if len(mine) > 1 else mine[0], LANES)
     return left
+
+
+def _reads_declared(sch: s_tir.Schedule, block) -> bool:
+    """Whether every consumer of `block` declares all it reads of it. compute_at sizes
+    the chunk it computes from the declared reads, and a fused kernel can declare too
+    little: RoPE's cat(freqs, freqs) reads freqs at [j] and [j - half] but declares only
+    the second, so freqs would be computed for the second half alone, and the first
+    half read before it is written."""
+    from tvm.s_tir.analysis import get_sblock_read_write_region
+
+    func = sch.mod["main"]
+    buffers = {b.data: b for b in func.buffer_map.values()}
+
+    def collect(node):
+        if isinstance(node, tvm.s_tir.SBlock):
+            for b in node.alloc_buffers:
+                buffers[b.data] = b
+
+    tirx.stmt_functor.post_order_visit(func.body, collect)
+    produced = {w.buffer.same_as for w in sch.get(block).writes}
+    for consumer in sch.get_consumers(block):
+        stmt = sch.get(consumer)
+        detected = get_sblock_read_write_region(stmt, buffers)[0]
+        declared = {str(r) for r in stmt.reads}
+        for region in detected:
+            if any(f(region.buffer) for f in produced) and str(region) not in declared:
+                return False
+    return True
 
 
 def _iterations(sch: s_tir.Schedule, block) -> int:

@@ -17,7 +17,7 @@ from qir.cli import main
 PROMPT = np.array([5, 17, 99, 3, 200, 42, 7], np.int64)
 
 
-def tiny(kind: str):
+def tiny(kind: str, hidden: int = 64, heads: int = 4):
     from frontends.causal_lm import _import_transformers
 
     _import_transformers()
@@ -29,9 +29,9 @@ def tiny(kind: str):
             vocab_size=256, n_embd=64, n_layer=2, n_head=4, n_positions=128)).eval()
     cls = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
            "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM)}[kind]
-    return cls[1](cls[0](vocab_size=256, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=128)).eval()
+    return cls[1](cls[0](vocab_size=256, hidden_size=hidden, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=heads,
+                         num_key_value_heads=heads // 2, max_position_embeddings=128)).eval()
 
 
 def torch_greedy(model, prompt, n: int) -> list[int]:
@@ -41,16 +41,18 @@ def torch_greedy(model, prompt, n: int) -> list[int]:
     return out[0, len(prompt):].tolist()
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2", "llama-head64"])
 def test_float_build_generates_torch_greedy_tokens(kind):
+    """(llama-head64: head dim 64, where RoPE's cat(freqs, freqs) once read half its
+    input unwritten in the llvm build: backends/tvm/cpu.py `_reads_declared`.)"""
     from backends.numpy import run
     from backends.tvm import build
     from frontends.causal_lm import export_causal_lm, function_module
     from qir.cli.generate import Generator
 
-    model = tiny(kind)
+    model = tiny("llama", 128, 2) if kind == "llama-head64" else tiny(kind)
     module, spec = export_causal_lm(model, max_seq=48, prefill_len=16)
-    assert (spec.layers, spec.head_dim, spec.max_seq) == (2, 16, 48)
+    assert (spec.layers, spec.head_dim, spec.max_seq) == (2, 64 if "64" in kind else 16, 48)
     assert set(module.functions) == {"main", "decode"}
     prefill, decode = function_module(module, "main"), function_module(module, "decode")
     llvm = Generator(build(prefill, "llvm").run, build(decode, "llvm").run, spec)
@@ -62,6 +64,31 @@ def test_float_build_generates_torch_greedy_tokens(kind):
         long = (np.arange(30) * 7 + 1) % 256
         got = llvm.generate(long, 8)
         assert got.tokens == torch_greedy(model, long, 8) and got.prompt_tokens == 30
+
+
+def test_rope_frequencies_are_computed_whole_before_they_are_read():
+    """With head dim 64, the llvm build of RoPE's emb = cat(freqs, freqs) computed freqs
+    under the concat's vector loop for the second half alone (TVM's fused kernel
+    declares one of the two reads), and the first half read memory never written: NaN
+    keys or wrong tokens, depending on what the memory held. backends/tvm/cpu.py
+    (`_reads_declared`) now keeps such a value whole; checked on the schedule, since
+    reading unwritten memory can pass by luck."""
+    from backends.tvm import llvm_target, to_relax
+    from backends.tvm.compiler import fuse, schedule_llvm
+    from frontends.causal_lm import export_causal_lm, function_module
+
+    module, _ = export_causal_lm(tiny("llama", 128, 2), max_seq=48, prefill_len=16)
+    target = llvm_target()
+    with target:
+        mod = to_relax(function_module(module, "main"))
+    mod, _ = schedule_llvm(fuse(mod, target)[0], target, None)
+    kernels = [mod[g].script() for g in mod.functions
+               if "concatenate" in g.name_hint and "multiply" in g.name_hint]
+    assert kernels
+    for text in kernels:
+        for block in text.split("with T.sblock(")[1:]:
+            if block.startswith('"T_multiply"'):
+                assert "T.where" not in block.split("with T.sblock(")[0], text
 
 
 @pytest.fixture(scope="module")
