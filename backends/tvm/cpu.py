@@ -318,22 +318,14 @@ def _reads_declared(sch: s_tir.Schedule, block) -> bool:
     half read before it is written."""
     from tvm.s_tir.analysis import get_sblock_read_write_region
 
-    func = sch.mod["main"]
-    buffers = {b.data: b for b in func.buffer_map.values()}
-
-    def collect(node):
-        if isinstance(node, tvm.s_tir.SBlock):
-            for b in node.alloc_buffers:
-                buffers[b.data] = b
-
-    tirx.stmt_functor.post_order_visit(func.body, collect)
-    produced = {w.buffer.same_as for w in sch.get(block).writes}
+    produced = {w.source.same_as for w in sch.get(block).writes}
     for consumer in sch.get_consumers(block):
         stmt = sch.get(consumer)
+        buffers = {r.source: r.source for r in [*stmt.reads, *stmt.writes]}
         detected = get_sblock_read_write_region(stmt, buffers)[0]
         declared = {str(r) for r in stmt.reads}
         for region in detected:
-            if any(f(region.buffer) for f in produced) and str(region) not in declared:
+            if any(f(region.source) for f in produced) and str(region) not in declared:
                 return False
     return True
 
