@@ -164,7 +164,7 @@ def export_causal_lm(model: torch.nn.Module, max_seq: int | None = None,
                            "LMs that keep their keys and values in transformers' Cache "
                            "(Llama, Qwen2, GPT-2, ...)") from None
     kv_heads, head_dim = int(keys.shape[2]), int(keys.shape[4])
-    module = from_torch(prefill, (ids, torch.tensor(prefill_mask(p)), positions))
+    module = export_prefill(model, p)
     past = torch.zeros((layers, 1, kv_heads, max_seq - 1, head_dim))
     decode = from_torch(_Step(model, layers, past=True).eval(),
                         (ids[:, :1], torch.tensor(decode_mask(0, max_seq)), positions[:, :1],
@@ -179,6 +179,20 @@ def export_causal_lm(model: torch.nn.Module, max_seq: int | None = None,
                         int(config.vocab_size), layers, kv_heads, head_dim, max_seq, p,
                         eos if isinstance(eos, int) else None)
     return module, spec
+
+
+def export_prefill(model: torch.nn.Module, prefill_len: int) -> Module:
+    """The prefill alone, as @main (input_ids, mask, position_ids -> logits, keys,
+    values): what scoring text needs (teacher-forced logits of P tokens)."""
+    from frontends import from_torch
+
+    p = prefill_len
+    module = from_torch(_Step(model, int(model.config.num_hidden_layers), past=False).eval(),
+                        (torch.zeros((1, p), dtype=torch.long),
+                         torch.tensor(prefill_mask(p)), torch.arange(p)[None]))
+    _rename(module.main, list(zip(module.main.args, ("input_ids", "mask", "position_ids")))
+            + list(zip(module.main.outputs, ("logits", "keys", "values"))))
+    return module
 
 
 def _rename(fn, pairs) -> None:

@@ -1,0 +1,182 @@
+"""A small Llama-architecture byte-level language model trained on real text present on
+every machine: the Python standard library's own source files. For the LLM quality
+test (tests/methods/test_lm_quality.py) and bench/lm_quality.py.
+
+    from tests.byte_lm import trained_model, corpus
+    model = trained_model()            # trained once, then cached
+    train, held_out = corpus()         # uint8 arrays of bytes
+
+The corpus: the stdlib modules listed in MODULES (sources of this Python), bytes
+concatenated in that order; every fifth module is held out (never trained on). The
+model: LlamaForCausalLM, 256-byte vocabulary, 6 layers, hidden 256, 8 query heads on 4
+KV heads, SiLU MLP 688 (4.8M parameters), trained with AdamW for STEPS steps of 16
+random windows of 128 bytes, seeded, on 2 threads; about two minutes on a 2-core CPU.
+The trained weights are cached under $QIR_CACHE_DIR (default ~/.cache/qir), keyed by a
+hash of the corpus and the recipe, so a machine trains once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MODULES = ("argparse", "ast", "calendar", "collections/__init__", "configparser",
+           "contextlib", "csv", "dataclasses", "datetime", "decimal", "difflib",
+           "email/message", "enum", "fractions", "functools", "gettext", "heapq",
+           "inspect", "ipaddress", "json/decoder", "json/encoder", "logging/__init__",
+           "mailbox", "optparse", "pathlib", "pickle", "pprint", "queue", "random",
+           "shutil", "smtplib", "statistics", "string", "subprocess", "tarfile",
+           "tempfile", "textwrap", "threading", "typing", "uuid", "zipfile")
+STEPS = 600
+BATCH, WINDOW = 16, 128
+SEED = 0
+
+
+def corpus() -> tuple[np.ndarray, np.ndarray]:
+    """(training bytes, held-out bytes) as uint8 arrays."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    train, held = [], []
+    for i, name in enumerate(MODULES):
+        data = (root / f"{name}.py").read_bytes()
+        (held if i % 5 == 4 else train).append(data)
+    return (np.frombuffer(b"".join(train), np.uint8).copy(),
+            np.frombuffer(b"".join(held), np.uint8).copy())
+
+
+def config():
+    from frontends.causal_lm import _import_transformers
+
+    _import_transformers()
+    import transformers
+
+    return transformers.LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=688,
+                                    num_hidden_layers=6, num_attention_heads=8,
+                                    num_key_value_heads=4, max_position_embeddings=256,
+                                    tie_word_embeddings=False)
+
+
+def _cache_path(train: np.ndarray) -> Path:
+    recipe = f"{MODULES}{STEPS}{BATCH}{WINDOW}{SEED}{config().to_json_string()}"
+    key = hashlib.sha256(train.tobytes() + recipe.encode()).hexdigest()[:16]
+    base = Path(os.environ.get("QIR_CACHE_DIR", Path.home() / ".cache" / "qir"))
+    return base / f"byte-lm-{key}.pt"
+
+
+def trained_model():
+    """The trained model (eval mode), from the cache or trained now."""
+    import transformers
+
+    train, _ = corpus()
+    path = _cache_path(train)
+    model = transformers.LlamaForCausalLM(config())
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(SEED)
+        model = transformers.LlamaForCausalLM(config())
+        rng = np.random.default_rng(SEED)
+        opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=STEPS,
+                                                    pct_start=0.1)
+        data = torch.from_numpy(train.astype(np.int64))
+        model.train()
+        for _ in range(STEPS):
+            starts = rng.integers(0, len(train) - WINDOW - 1, BATCH)
+            batch = torch.stack([data[s:s + WINDOW + 1] for s in starts])
+            loss = model(input_ids=batch, labels=batch).loss  # shifted inside
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+    finally:
+        torch.set_num_threads(threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)  # another process may be training the same model
+    return model.eval()
+
+
+def held_out_windows(p: int, count: int) -> np.ndarray:
+    """`count` evenly spaced windows of p + 1 held-out bytes: [count, p + 1]."""
+    _, held = corpus()
+    starts = np.linspace(0, len(held) - p - 2, count).astype(np.int64)
+    return np.stack([held[s:s + p + 1] for s in starts]).astype(np.int64)
+
+
+def perplexity(logits_fn, windows: np.ndarray) -> tuple[float, np.ndarray]:
+    """(exp of the mean next-byte negative log-likelihood, greedy predictions) over the
+    windows; logits_fn(ids [1, P]) -> logits [1, P, 256]."""
+    nll, preds = [], []
+    for w in windows:
+        logits = np.asarray(logits_fn(w[None, :-1]), np.float64)[0]
+        z = logits - logits.max(axis=-1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        nll.append(-logp[np.arange(len(w) - 1), w[1:]])
+        preds.append(logits.argmax(axis=-1))
+    return float(np.exp(np.concatenate(nll).mean())), np.stack(preds)
+
+
+SCHEMES = {"float": "optimize",
+           "w8a16": "w8a16",
+           "w4a16 g128 (round to nearest)": "w4a16",
+           "w4a16 g128 GPTQ": "canonicalize,fold-batchnorm,fuse-activations,"
+                              "weight-only{bits=4,group-size=128,gptq=true},canonicalize",
+           "w4a16 g32 GPTQ": "canonicalize,fold-batchnorm,fuse-activations,"
+                             "weight-only{bits=4,group-size=32,gptq=true},canonicalize",
+           "dynamic int8": "int8-dynamic"}
+
+
+def evaluate(model, schemes: dict[str, str] = SCHEMES, p: int = 128, windows: int = 24,
+             calib: int = 16) -> dict[str, dict]:
+    """Per scheme: held-out perplexity and greedy agreement with torch fp32 (the share
+    of positions whose argmax byte is fp32's), each built for llvm from the prefill
+    (frontends.causal_lm.export_prefill); GPTQ calibrates on `calib` training windows."""
+    from backends.tvm import build
+    from frontends.causal_lm import export_prefill, prefill_mask
+    from passes import PassContext, PassManager
+
+    held = held_out_windows(p, windows)
+    mask, positions = prefill_mask(p), np.arange(p, dtype=np.int64)[None]
+
+    def torch_logits(ids):
+        with torch.no_grad():
+            return model(input_ids=torch.from_numpy(ids)).logits.numpy()
+
+    fp32_ppl, fp32_pred = perplexity(torch_logits, held)
+    out = {"torch fp32": {"perplexity": fp32_ppl, "agreement": 1.0}}
+    train, _ = corpus()
+    starts = np.random.default_rng(1).integers(0, len(train) - p, calib)
+    batches = [{"input_ids": train[s:s + p][None].astype(np.int64), "mask": mask,
+                "position_ids": positions} for s in starts]
+    text = None
+    for label, pipeline in schemes.items():
+        module = export_prefill(model, p) if text is None else _parse(text, params)
+        if text is None:
+            from qir.printer import print_module
+
+            text, params = print_module(module), dict(module.params)
+        PassManager(pipeline, ctx=PassContext(calibration_data=batches, progress=False)
+                    ).run(module)
+        compiled = build(module, "llvm")
+        ppl, pred = perplexity(lambda ids: compiled.run(
+            {"input_ids": ids, "mask": mask, "position_ids": positions})["logits"], held)
+        out[label] = {"perplexity": ppl, "agreement": float((pred == fp32_pred).mean())}
+    return out
+
+
+def _parse(text: str, params: dict):
+    from qir.parser import parse
+
+    module = parse(text)
+    module.params = dict(params)
+    return module
