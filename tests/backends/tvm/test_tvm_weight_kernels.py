@@ -194,3 +194,15 @@ def test_weight_quantized_zoo_transformers_equal_the_interpreter(name, pipeline)
     assert all(op.result.name in dense for op in linears), \
         [op.result.name for op in linears if op.result.name not in dense]
     assert_bit_equal(compiled.run(batches[2]), run(module, batches[2]))
+
+
+def test_decoding_one_row_prefetches_the_weights():
+    """One row (a decode step) streams every weight once: the kernel prefetches each
+    step's cache lines a kilobyte ahead; many rows reuse the unpacked tile and do not."""
+    from backends.tvm.kernels.weight_dense import Tile, weight_dense_func
+
+    decode = weight_dense_func(1, 256, 512, "i8", 128, Tile(1, 8, 16)).script()
+    prefetches = [line for line in decode.splitlines() if "llvm.prefetch" in line]
+    assert len(prefetches) == 2 and "k + 8" in prefetches[0]  # 128-byte steps: 2 lines
+    prefill = weight_dense_func(32, 256, 512, "i4", 128, Tile(16, 2, 16)).script()
+    assert "llvm.prefetch" not in prefill
