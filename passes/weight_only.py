@@ -19,6 +19,12 @@ axis) — `!quant.uniform<i4<-7:7>:f32:{1:128}, {...}>` for a linear weight:
 int4 values are stored one per byte (int8) in the `.npz` beside the text; the notes give
 both that size and the packed size (two values per byte) a runtime would use.
 
+`awq=true` (AWQ, Lin et al. 2024) scales each input channel of a weight by
+s = mean|x|^alpha before rounding to nearest, alpha searched on a grid to minimise the
+layer's output error over calibration rows, and divides the layer's input by s (a
+`qir.mul` before the op): salient channels, those with large activations, get finer
+steps. It needs calibration data.
+
 `gptq=true` rounds with GPTQ (passes/gptq.py) instead of to nearest: the inputs of every
 layer over the calibration data (float model) give H = 2 XᵀX / M, and each column's
 rounding error is compensated on the columns not yet quantized (damped by `damp` times
@@ -41,7 +47,7 @@ from passes.gptq import gptq as gptq_round
 from passes.gptq import round_to_nearest
 from passes.manager import PassContext
 from passes.registry import register_pass
-from passes.utils import constant_array, param_name
+from passes.utils import constant_array, make_constant, param_name
 
 STORAGE = {4: ("i4", 7), 8: ("i8", 127)}
 
@@ -64,28 +70,75 @@ def _targets(module: Module) -> list[tuple[list[Op], np.ndarray]]:
     return list(out.values())
 
 
-def _hessians(module: Module, groups: list[list[Op]], ctx: PassContext) -> list[np.ndarray]:
-    """H = 2 XᵀX / M of each weight's inputs over the calibration data (which runs @main:
-    its ops' inputs count)."""
-    batches = calibration_batches(ctx, "weight-only{gptq=true}")
+def _inputs_seen(module: Module, groups: list[list[Op]], ctx: PassContext, what: str,
+                 reduce) -> list[list]:
+    """Per weight, `reduce(rows)` of each calibration batch's input rows to its ops
+    (rows [M, K] float64) over the calibration data, which runs @main: its ops' inputs
+    count."""
+    batches = calibration_batches(ctx, what)
     main = module.main
     inputs = list({id(op.operands[0]): op.operands[0] for ops in groups for op in ops
                    if op.function is main}.values())
-
-    def reduce(_v, a):
-        r = rows(a)
-        return r.T @ r, r.shape[0]
-
-    seen = collect(module, batches, inputs, reduce)
+    seen = collect(module, batches, inputs, lambda _v, a: reduce(rows(a)))
     out = []
     for ops in groups:
         parts = [p for op in ops if op.function is main for p in seen[id(op.operands[0])]]
         if not parts:
-            raise QirError(f"weight-only{{gptq=true}}: {ops[0].name} at {ops[0].loc} is not "
-                           "reached from @main, which the calibration data runs")
-        m = sum(p[1] for p in parts)
-        out.append(2.0 * sum(p[0] for p in parts) / max(m, 1))
+            raise QirError(f"{what}: {ops[0].name} at {ops[0].loc} is not reached from "
+                           "@main, which the calibration data runs")
+        out.append(parts)
     return out
+
+
+def _hessians(module: Module, groups: list[list[Op]], ctx: PassContext) -> list[np.ndarray]:
+    """H = 2 XᵀX / M of each weight's inputs over the calibration data."""
+    seen = _inputs_seen(module, groups, ctx, "weight-only{gptq=true}",
+                        lambda r: (r.T @ r, r.shape[0]))
+    return [2.0 * sum(p[0] for p in parts) / max(sum(p[1] for p in parts), 1)
+            for parts in seen]
+
+
+AWQ_ROWS = 512  # input rows per weight kept for AWQ's search
+AWQ_GRID = 20  # alpha in 0, 1/20, ..., 1
+
+
+def _awq_samples(module: Module, groups: list[list[Op]], ctx: PassContext) -> list[np.ndarray]:
+    """Up to AWQ_ROWS input rows [M, K] per weight, spread over the calibration data."""
+    seen = _inputs_seen(module, groups, ctx, "weight-only{awq=true}", lambda r: r)
+    out = []
+    for parts in seen:
+        x = np.concatenate(parts)
+        out.append(x[np.linspace(0, len(x) - 1, min(len(x), AWQ_ROWS)).astype(np.int64)])
+    return out
+
+
+def awq_scales(w: np.ndarray, x: np.ndarray, group: int, qmax: int) -> np.ndarray:
+    """AWQ (Lin et al. 2024): per input channel s = mean|x|^alpha (normalised by the
+    geometric mean of its extremes), alpha on a grid in [0, 1] chosen to minimise
+    ||x wᵀ - x (Q(w·s) / s)ᵀ||² with round-to-nearest Q; s = 1 when alpha = 0 wins."""
+    a = np.abs(x).mean(axis=0) + 1e-8
+    ref = x @ w.T.astype(np.float64)
+    best, best_s = None, np.ones(w.shape[1])
+    for alpha in np.linspace(0.0, 1.0, AWQ_GRID + 1):
+        s = a ** alpha
+        s = s / np.sqrt(s.max() * s.min())
+        q, scales = round_to_nearest((w * s).astype(np.float32), group, qmax)
+        deq = q * np.repeat(scales, group, axis=1)[:, :w.shape[1]] / s
+        err = float(((ref - x @ deq.T) ** 2).sum())
+        if best is None or err < best:
+            best, best_s = err, s
+    return best_s
+
+
+def _scale_inputs(ops: list[Op], inv: np.ndarray) -> None:
+    """Multiply each op's input by `inv` (per input channel): x / s, the other half of
+    AWQ's w·s."""
+    for op in ops:
+        x = op.operands[0]
+        c = make_constant(op.function, op, inv.astype(np.float32),
+                          f"{param_name(op.operands[1]) or x.name}.awq_inv_scale")
+        b = Builder(op.function, before=op, loc=op.loc)
+        op.set_operand(0, b.value("qir.mul", [x, c], names=[f"{x.name}_awq"]))
 
 
 def _replace_weight(ops: list[Op], q: np.ndarray, scales: np.ndarray, storage: str,
@@ -123,31 +176,44 @@ def weight_only(
         False,
     damp: Annotated[float, "GPTQ dampening, a fraction of the Hessian's mean diagonal"] =
         0.01,
+    awq: Annotated[bool, "AWQ activation-aware per-channel scales before rounding to "
+                   "nearest (needs calibration data)"] = False,
 ) -> bool:
     """Quantize linear/matmul weights to int4/int8 per group (dequantized at run time);
     activations stay float."""
     if group_size != 0 and not 32 <= group_size <= 256:
         raise QirError(f"weight-only: group-size must be in 32..256 (or 0 for per channel), "
                        f"got {group_size}")
+    if gptq and awq:
+        raise QirError("weight-only: choose gptq=true or awq=true, not both")
     storage, qmax = STORAGE[bits]
     targets = _targets(module)
     if not targets:
         return False
-    hessians = _hessians(module, [ops for ops, _ in targets], ctx) if gptq else None
-    before = after = packed = 0
+    groups = [ops for ops, _ in targets]
+    hessians = _hessians(module, groups, ctx) if gptq else None
+    samples = _awq_samples(module, groups, ctx) if awq else None
+    before = after = packed = scaled = 0
     for i, (ops, w) in enumerate(targets):
         k = w.shape[1]
         group = min(group_size or k, k)  # not dividing K: a shorter last group
         if gptq:
             q, scales = gptq_round(w, hessians[i], group, qmax, damp=damp)
+        elif awq:
+            s = awq_scales(w.astype(np.float64), samples[i], group, qmax)
+            q, scales = round_to_nearest((w * s).astype(np.float32), group, qmax)
+            if not np.all(s == 1.0):
+                _scale_inputs(ops, 1.0 / s)
+                scaled += 1
         else:
             q, scales = round_to_nearest(w, group, qmax)
         _replace_weight(ops, q, scales, storage, qmax, None if group == k else group)
         before += w.size * w.dtype.itemsize
         after += q.size + 4 * scales.size
         packed += -(-q.size * bits // 8) + 4 * scales.size
-    ctx.notes.append(f"weight-only: {len(targets)} weights int{bits}"
-                     f"{' (GPTQ)' if gptq else ''}: {before} bytes -> {after} stored "
+    method = " (GPTQ)" if gptq else f" (AWQ: {scaled} rescaled)" if awq else ""
+    ctx.notes.append(f"weight-only: {len(targets)} weights int{bits}{method}: "
+                     f"{before} bytes -> {after} stored "
                      f"(one value per byte), {packed} packed ({before / packed:.1f}x)")
     finish(module)
     return True

@@ -131,6 +131,8 @@ SCHEMES = {"float": "optimize",
            "w4a16 g128 (round to nearest)": "w4a16",
            "w4a16 g128 GPTQ": "canonicalize,fold-batchnorm,fuse-activations,"
                               "weight-only{bits=4,group-size=128,gptq=true},canonicalize",
+           "w4a16 g128 AWQ": "canonicalize,fold-batchnorm,fuse-activations,"
+                             "weight-only{bits=4,group-size=128,awq=true},canonicalize",
            "w4a16 g32 GPTQ": "canonicalize,fold-batchnorm,fuse-activations,"
                              "weight-only{bits=4,group-size=32,gptq=true},canonicalize",
            "dynamic int8": "int8-dynamic"}

@@ -79,9 +79,10 @@ def register(sub) -> None:
     p.add_argument("--group-size", type=int, default=None, metavar="G",
                    help="--w4a16/--w8a16: input channels per weight scale, 32..256 (0: one "
                    "per output channel; default 128 for int4, 0 for int8)")
-    p.add_argument("--method", choices=("gptq", "rtn"), default=None,
-                   help="--w4a16/--w8a16 rounding: GPTQ (the default with --calib) or "
-                   "round-to-nearest (the default without)")
+    p.add_argument("--method", choices=("gptq", "awq", "rtn"), default=None,
+                   help="--w4a16/--w8a16 rounding: GPTQ (the default with --calib), AWQ "
+                   "(activation-aware scales, needs --calib) or round-to-nearest (the "
+                   "default without)")
     p.add_argument("--max-seq", type=int, default=None, metavar="S",
                    help="causal LM: the longest sequence, prompt and new tokens (the KV "
                    "cache; default 256, or the model's positions when fewer)")
@@ -190,14 +191,15 @@ def scheme_pipeline(args) -> str:
         bits = 4 if scheme == "w4a16" else 8
         group = args.group_size if args.group_size is not None else (128 if bits == 4 else 0)
         method = args.method or ("gptq" if args.calib else "rtn")
-        if method == "gptq" and not args.calib:
-            raise QirError("--method gptq needs calibration data: pass --calib CALIB.npz")
+        if method != "rtn" and not args.calib:
+            raise QirError(f"--method {method} needs calibration data: pass --calib "
+                           "CALIB.npz")
         import re
 
         from passes.builtin import PIPELINES
 
         stage = (f"weight-only{{bits={bits},group-size={group}"
-                 f"{',gptq=true' if method == 'gptq' else ''}}}")
+                 f"{'' if method == 'rtn' else f',{method}=true'}}}")
         return re.sub(r"weight-only\{[^}]*\}", stage, PIPELINES[scheme])
     if scheme != "int8":
         return {"w4a16": "w4a16", "w8a16": "w8a16", "fp8": "fp8-e4m3",

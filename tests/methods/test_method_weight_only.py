@@ -129,3 +129,43 @@ def test_gptq_needs_calibration_data():
     _, module, _ = run_custom("ffn", "canonicalize")
     with pytest.raises(qir.QirError, match="calib"):
         PassManager("weight-only{gptq=true}", ctx=PassContext(progress=False)).run(module)
+
+
+def test_awq_protects_salient_input_channels():
+    """Inputs with a few large channels (LLM activations' outliers): AWQ scales those
+    weight columns up before rounding and divides the input by the same scales (a mul
+    before the linear), which lowers the output error against round-to-nearest on
+    held-out inputs (measured: relative error 0.114 -> 0.070); awq and gptq together are
+    refused."""
+    rng = np.random.default_rng(5)
+    text = ("func @main(%x: tensor<64x256xf32>) -> (tensor<64x64xf32>) {\n"
+            '  %w = qir.param {name = "w"} : tensor<64x256xf32>\n'
+            "  %y = qir.linear %x, %w : tensor<64x64xf32>\n  return %y\n}\n")
+    w = rng.standard_normal((64, 256)).astype(np.float32)
+    big = rng.choice(256, 8, replace=False)
+
+    def inputs(seed):
+        x = np.random.default_rng(seed).standard_normal((64, 256)).astype(np.float32)
+        x[:, big] *= 30
+        return {"x": x}
+
+    errors = {}
+    for method in ("", ",awq=true"):
+        m = qir.parse(text)
+        m.params["w"] = w
+        PassManager(f"weight-only{{bits=4,group-size=128{method}}}",
+                    ctx=PassContext(calibration_data=[inputs(s) for s in range(4)],
+                                    progress=False)).run(m)
+        held = inputs(99)
+        want = held["x"] @ w.T
+        got = list(run(m, held).values())[0]
+        errors[method] = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+        if method:
+            assert any(op.name == "qir.mul" for op in m.main.ops)
+    print(errors)
+    assert errors[",awq=true"] < 0.8 * errors[""], errors
+    m = qir.parse(text)
+    m.params["w"] = w
+    with pytest.raises(qir.QirError, match="not both"):
+        PassManager("weight-only{gptq=true,awq=true}",
+                    ctx=PassContext(calibration_data=[inputs(0)], progress=False)).run(m)

@@ -130,8 +130,11 @@ def bert_files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("flags, expect", [
-    (["--w4a16"], "weight-only{bits=4"),
-    (["--w8a16"], "weight-only{bits=8"),
+    (["--w4a16"], "weight-only{bits=4,group-size=128,gptq=true}"),  # GPTQ: --calib given
+    (["--w4a16", "--method", "awq", "--group-size", "64"],
+     "weight-only{bits=4,group-size=64,awq=true}"),
+    (["--w4a16", "--method", "rtn"], "weight-only{bits=4,group-size=128}"),
+    (["--w8a16"], "weight-only{bits=8,group-size=0,gptq=true}"),
     (["--dynamic"], "dynamic-quant"),
     (["--fp8"], "fp8{format=e4m3}"),
     (["--int8", "--smoothquant"], "smoothquant,insert-observers"),
