@@ -15,7 +15,7 @@ METHOD_PASSES = {
     "bias-correction": {"weights"},
     "equalize": {"iterations", "tolerance"},
     "smoothquant": {"alpha", "search", "threshold"},
-    "weight-only": {"bits", "group-size", "gptq", "damp"},
+    "weight-only": {"bits", "group-size", "gptq", "damp", "awq"},
     "fp8": {"format", "granularity"},
     "dynamic-quant": {"granularity", "weights"},
     "quantize-bias": set(),
