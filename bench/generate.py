@@ -24,7 +24,6 @@ greedy tokens are checked against torch's (the first 8 new tokens).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.run import THREADS, Result, _ort_session, measure_interleaved
+from bench.run import Result, _ort_session, measure_interleaved, quiet_on_threads
 
 PREFILL = 64
 MAX_SEQ = 256
@@ -44,10 +43,9 @@ SCHEMES = {"float": "optimize", "w8a16": "w8a16", "w4a16": "w4a16",
 def build_model(layers: int, hidden: int):
     import torch
 
-    from frontends.causal_lm import _import_transformers
+    from frontends.causal_lm import import_transformers
 
-    _import_transformers()
-    import transformers
+    transformers = import_transformers()
 
     cfg = transformers.LlamaConfig(vocab_size=32000, hidden_size=hidden,
                                    intermediate_size=hidden * 8 // 3 // 256 * 256,
@@ -89,8 +87,7 @@ def qir_results(model, spec, module_for, prefill_in, decode_in, check) -> list[R
             dec = build(function_module(module, "decode"), "llvm")
             compile_s = time.perf_counter() - start
             with tempfile.TemporaryDirectory() as tmp:
-                size = dec.export_library(f"{tmp}/d.so")
-                size = Path(size).stat().st_size
+                size = Path(dec.export_library(f"{tmp}/d.so")).stat().st_size
             if scheme == "float":
                 check(Generator(pre.run, dec.run, spec))
             out.append(Result(f"qir {scheme} prefill", None, compile_s, size,
@@ -221,33 +218,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-onnxruntime", action="store_true")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-    os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    logging.getLogger().setLevel(logging.ERROR)
+    quiet_on_threads()
     import torch
 
     from frontends.causal_lm import export_causal_lm
+    from qir.cli.opt import copy_module
 
-    torch.set_num_threads(THREADS)
     model = build_model(args.layers, args.hidden)
     params = sum(p.numel() for p in model.parameters())
     print(f"LlamaForCausalLM: {params / 1e6:.0f}M parameters, {args.layers} layers, "
           f"hidden {args.hidden}; prefill {PREFILL} tokens, decode with {PREFILL} cached "
           f"(cache {MAX_SEQ})", flush=True)
     module, spec = export_causal_lm(model, MAX_SEQ, PREFILL)
-    text = __import__("qir").print_module(module)
-    params_ = dict(module.params)
 
-    def module_for():
-        from qir.parser import parse
-
-        copy = parse(text)
-        copy.params = dict(params_)
-        return copy
+    def module_for():  # each scheme quantizes its own copy
+        return copy_module(module)
 
     prefill_in, decode_in = step_inputs(spec, np.random.default_rng(1))
     prompt = np.random.default_rng(3).integers(0, spec.vocab, 16)

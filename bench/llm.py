@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
-import numpy as np
 
-from bench.run import THREADS, Result, _ort_session, measure_interleaved
+from bench.run import Result, _ort_session, measure_interleaved, quiet_on_threads
 
 SEQ = 128
 SCHEMES = {"float": "optimize", "int8": "int8", "dynamic": "int8-dynamic",
@@ -184,16 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-    os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    logging.getLogger().setLevel(logging.ERROR)
+    quiet_on_threads()
     import torch
 
-    torch.set_num_threads(THREADS)
     model = build_model(args.layers)
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 256, (1, SEQ), generator=gen)

@@ -54,6 +54,21 @@ class Result:
     fn: Callable[[], object] | None = field(default=None, repr=False)  # one inference
 
 
+def quiet_on_threads() -> None:
+    """Every system on THREADS threads (torch, TVM and OpenMP pools), and the libraries'
+    warnings and advice (onnxruntime.quantization's) off the benchmark's output."""
+    import logging
+    import warnings
+
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+    os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+    torch.set_num_threads(THREADS)
+
+
 def median_ms(fn: Callable[[], object], repeat: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
@@ -356,16 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                    "qir int8 for as well, run on this machine (e.g. haswell: the AVX2 "
                    "kernels; alderlake: AVX-VNNI on ymm)")
     args = p.parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-    os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's advice
-    import torch
-
-    torch.set_num_threads(THREADS)
+    quiet_on_threads()
     systems = set(args.systems.split(","))
     with tempfile.TemporaryDirectory(prefix="qir-bench-") as tmp:
         for name in args.models.split(","):

@@ -76,9 +76,7 @@ def hf_model(path: str | Path):
     path = Path(path)
     if not (path / "config.json").is_file():
         raise QirError(f"{path}: not a Hugging Face model directory (no config.json)")
-    _import_transformers()
-    import transformers
-
+    transformers = import_transformers()
     try:
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
         weights = any((path / f).exists() for f in (
@@ -94,9 +92,21 @@ def hf_model(path: str | Path):
     return model.float().eval()
 
 
-def _import_transformers() -> None:
-    """transformers imports torchvision when it is installed; PyPI's torchvision does
-    not load beside the CPU torch, so drop it to its pure-Python half first."""
+def import_transformers():
+    """The transformers module. transformers imports torchvision when it is installed,
+    and PyPI's torchvision (built against CUDA torch) fails loading its C operators
+    beside the CPU torch: then torchvision is left as its pure-Python half (its
+    __init__ not run; `torchvision.models` still imports), see `stub_torchvision`."""
+    stub_torchvision()
+    import transformers
+
+    return transformers
+
+
+def stub_torchvision() -> None:
+    """Make `import torchvision.*` work beside the CPU torch: when importing torchvision
+    fails (`torchvision::nms does not exist`), drop the half import and register the
+    package without running its __init__. Nothing to do when it imports, or is absent."""
     import importlib.util
     import sys
 

@@ -49,11 +49,9 @@ def corpus() -> tuple[np.ndarray, np.ndarray]:
 
 
 def config():
-    from frontends.causal_lm import _import_transformers
+    from frontends.causal_lm import import_transformers
 
-    _import_transformers()
-    import transformers
-
+    transformers = import_transformers()
     return transformers.LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=688,
                                     num_hidden_layers=6, num_attention_heads=8,
                                     num_key_value_heads=4, max_position_embeddings=256,
@@ -146,6 +144,7 @@ def evaluate(model, schemes: dict[str, str] = SCHEMES, p: int = 128, windows: in
     from backends.tvm import build
     from frontends.causal_lm import export_prefill, prefill_mask
     from passes import PassContext, PassManager
+    from qir.cli.opt import copy_module
 
     held = held_out_windows(p, windows)
     mask, positions = prefill_mask(p), np.arange(p, dtype=np.int64)[None]
@@ -160,13 +159,9 @@ def evaluate(model, schemes: dict[str, str] = SCHEMES, p: int = 128, windows: in
     starts = np.random.default_rng(1).integers(0, len(train) - p, calib)
     batches = [{"input_ids": train[s:s + p][None].astype(np.int64), "mask": mask,
                 "position_ids": positions} for s in starts]
-    text = None
+    exported = export_prefill(model, p)
     for label, pipeline in schemes.items():
-        module = export_prefill(model, p) if text is None else _parse(text, params)
-        if text is None:
-            from qir.printer import print_module
-
-            text, params = print_module(module), dict(module.params)
+        module = copy_module(exported)  # each scheme quantizes its own copy
         PassManager(pipeline, ctx=PassContext(calibration_data=batches, progress=False)
                     ).run(module)
         compiled = build(module, "llvm")
@@ -174,11 +169,3 @@ def evaluate(model, schemes: dict[str, str] = SCHEMES, p: int = 128, windows: in
             {"input_ids": ids, "mask": mask, "position_ids": positions})["logits"], held)
         out[label] = {"perplexity": ppl, "agreement": float((pred == fp32_pred).mean())}
     return out
-
-
-def _parse(text: str, params: dict):
-    from qir.parser import parse
-
-    module = parse(text)
-    module.params = dict(params)
-    return module

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,19 +28,11 @@ INSTALL = ".venv/bin/pip install --no-deps torchvision==0.28.0 timm==1.0.31"
 
 def torchvision_models():
     """The `torchvision.models` module (see the module docstring)."""
-    try:
-        import torchvision.models as models
+    from frontends.causal_lm import stub_torchvision
 
-        return models
-    except ImportError as e:
-        if importlib.util.find_spec("torchvision") is None:
-            raise ImportError(f"torchvision is not installed: {INSTALL}") from e
-    except RuntimeError:  # its C extension under the CPU torch: drop the half import
-        pass
-    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-        del sys.modules[name]
-    spec = importlib.util.find_spec("torchvision")
-    sys.modules["torchvision"] = importlib.util.module_from_spec(spec)  # __init__ not run
+    if importlib.util.find_spec("torchvision") is None:
+        raise ImportError(f"torchvision is not installed: {INSTALL}")
+    stub_torchvision()
     return importlib.import_module("torchvision.models")
 
 

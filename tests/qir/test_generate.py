@@ -18,10 +18,9 @@ PROMPT = np.array([5, 17, 99, 3, 200, 42, 7], np.int64)
 
 
 def tiny(kind: str, hidden: int = 64, heads: int = 4):
-    from frontends.causal_lm import _import_transformers
+    from frontends.causal_lm import import_transformers
 
-    _import_transformers()
-    import transformers
+    transformers = import_transformers()
 
     torch.manual_seed(0)
     if kind == "gpt2":
