@@ -215,3 +215,19 @@ def test_compiles_are_reproducible_and_threads_do_not_change_results(built, tmp_
         outs.append(dict(np.load(tmp_path / f"t{threads}.npz")))
     for k in outs[0]:
         np.testing.assert_array_equal(outs[0][k], outs[1][k])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn", "float8_e5m2"])
+def test_ml_dtypes_parameters_round_trip_through_npz(tmp_path, dtype):
+    """ml_dtypes arrays are stored as their bits with a dtype tag (qir/io.py); float8_e5m2
+    once went in as itself (numpy knows its name) and could not be read back."""
+    import ml_dtypes
+
+    from qir.io import load_params, save_params
+
+    a = np.linspace(-3, 3, 24, dtype=np.float32).reshape(4, 6).astype(getattr(ml_dtypes, dtype))
+    save_params({"w": a, "i": np.arange(3, dtype=np.int8)}, tmp_path / "p.npz")
+    back = load_params(tmp_path / "p.npz")
+    assert back["w"].dtype == a.dtype and back["i"].dtype == np.int8
+    np.testing.assert_array_equal(back["w"].view(np.uint8 if a.itemsize == 1 else np.uint16),
+                                  a.view(np.uint8 if a.itemsize == 1 else np.uint16))
