@@ -12,7 +12,9 @@ parameters. Every system computes the same two steps (frontends/causal_lm.py): a
 prefill of P = 64 prompt tokens, and one decode step with 64 tokens cached (KV cache of
 S = 256 slots). Systems:
 - qir: float, `--w8a16`, `--w4a16` (groups of 128, round to nearest: GPTQ changes the
-  weights, not the speed), `--dynamic`, each compiled for llvm;
+  weights, not the speed), `--w4a16 --kv-int8`, `--dynamic`, `--int8 --smoothquant`,
+  `--fp8`, each compiled for llvm, calibrated (where the scheme calibrates) on random
+  token rows as `qir compile HF_DIR --calib` does;
 - torch fp32 eager: transformers' own decoding (its DynamicCache holding the 64 cached
   tokens, cropped back after each step); its prefill is the model on 64 tokens;
 - onnxruntime on the same prefill and decode steps exported by torch.onnx (dynamo):
@@ -37,7 +39,9 @@ from bench.run import Result, _ort_session, measure_interleaved, quiet_on_thread
 PREFILL = 64
 MAX_SEQ = 256
 SCHEMES = {"float": "optimize", "w8a16": "w8a16", "w4a16": "w4a16",
-           "dynamic": "int8-dynamic"}
+           "w4a16 + int8 KV cache": "kv-int8,w4a16", "dynamic": "int8-dynamic",
+           "int8 SmoothQuant (W8A8)": "int8-smooth", "fp8 e4m3": "fp8-e4m3"}
+CALIB_ROWS = 4  # random token rows of 2 * PREFILL: prefill and decode calibration
 
 
 def build_model(layers: int, hidden: int):
@@ -73,16 +77,20 @@ def step_inputs(spec, rng) -> tuple[dict, dict]:
 
 def qir_results(model, spec, module_for, prefill_in, decode_in, check) -> list[Result]:
     from backends.tvm import build
-    from frontends.causal_lm import function_module
+    from frontends.causal_lm import decode_batches, function_module, prefill_batches
     from passes import PassContext, PassManager
     from qir.cli.generate import Generator
 
+    rows = list(np.random.default_rng(4).integers(0, spec.vocab, (CALIB_ROWS, 2 * PREFILL)))
+    main_data, decode_data = prefill_batches(rows, PREFILL), decode_batches(model, spec, rows)
     out = []
     for scheme, pipeline in SCHEMES.items():
         try:
             start = time.perf_counter()
             module = module_for()
-            PassManager(pipeline, ctx=PassContext(progress=False)).run(module)
+            PassManager(pipeline, ctx=PassContext(
+                calibration_data=main_data, function_data={"decode": decode_data},
+                progress=False)).run(module)
             pre = build(function_module(module, "main"), "llvm")
             dec = build(function_module(module, "decode"), "llvm")
             compile_s = time.perf_counter() - start
@@ -92,8 +100,14 @@ def qir_results(model, spec, module_for, prefill_in, decode_in, check) -> list[R
                 check(Generator(pre.run, dec.run, spec))
             out.append(Result(f"qir {scheme} prefill", None, compile_s, size,
                               fn=lambda pre=pre: pre.run(prefill_in)))
+            feed = decode_in
+            if pipeline.startswith("kv-int8,"):  # the cache as int8 (values do not matter)
+                cache = np.random.default_rng(5).integers(
+                    -127, 128, (spec.layers * spec.kv_heads, *decode_in["past_keys"].shape[3:]),
+                    dtype=np.int8)
+                feed = {**decode_in, "past_keys": cache, "past_values": cache.copy()}
             out.append(Result(f"qir {scheme} decode", None, None, None,
-                              fn=lambda dec=dec: dec.run(decode_in)))
+                              fn=lambda dec=dec, feed=feed: dec.run(feed)))
         except Exception as e:  # noqa: BLE001  (one scheme failing must not hide the rest)
             out.append(Result(f"qir {scheme} prefill",
                               note=f"failed: {type(e).__name__}: {e}"[:160]))

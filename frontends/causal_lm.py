@@ -47,13 +47,26 @@ class CausalLMSpec:
     max_seq: int  # S: prompt plus generated tokens
     prefill_len: int  # P
     eos_token_id: int | None
+    kv_cache: str = "f32"  # "i8": the cache crosses calls as int8 (passes/kv_cache.py)
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @staticmethod
     def from_json(d: dict) -> CausalLMSpec:
-        return CausalLMSpec(**{k: d[k] for k in CausalLMSpec.__dataclass_fields__})
+        fields = CausalLMSpec.__dataclass_fields__
+        return CausalLMSpec(**{k: d[k] for k in fields if k in d or k != "kv_cache"})
+
+    def empty_cache(self) -> np.ndarray:
+        """Zeros in the layout decode's past_keys / past_values take: float32
+        [L, 1, Hkv, S - 1, D], or int8 [L * Hkv, S - 1, D] for an int8 cache (one
+        scale per layer and head on axis 0). Either way slots are the second-to-last
+        axis: `cache[..., i:j, :] = out[..., :j - i, :]` stores new keys."""
+        if self.kv_cache == "i8":
+            return np.zeros((self.layers * self.kv_heads, self.max_seq - 1, self.head_dim),
+                            np.int8)
+        return np.zeros((self.layers, 1, self.kv_heads, self.max_seq - 1, self.head_dim),
+                        np.float32)
 
 
 def prefill_mask(p: int) -> np.ndarray:
@@ -67,6 +80,46 @@ def decode_mask(filled: int, max_seq: int) -> np.ndarray:
     mask[..., :filled] = 0.0
     mask[..., -1] = 0.0
     return mask
+
+
+def prefill_batches(rows, p: int) -> list[dict[str, np.ndarray]]:
+    """@main's inputs for token rows (each a 1-d array): every row cut into runs of P
+    tokens, a last shorter run padded on the right."""
+    mask, positions = prefill_mask(p), np.arange(p, dtype=np.int64)[None]
+    batches = []
+    for row in rows:
+        for start in range(0, max(len(row) - p, 0) + 1, p):
+            padded = np.zeros((1, p), np.int64)
+            run = row[start:start + p]
+            padded[0, :len(run)] = run
+            batches.append({"input_ids": padded, "mask": mask, "position_ids": positions})
+    return batches
+
+
+def decode_batches(model: torch.nn.Module, spec: CausalLMSpec, rows, per_row: int = 4,
+                   limit: int = 64) -> list[dict[str, np.ndarray]]:
+    """@decode's inputs for token rows, as generation feeds it: for `per_row` positions
+    t spread over each row (up to S - 1 tokens), the float cache of tokens 0..t-1 (from
+    one torch forward of the row), token t at position t. At most `limit` batches."""
+    batches = []
+    for row in rows:
+        n = min(len(row), spec.max_seq - 1)
+        if n < 2 or len(batches) >= limit:
+            continue
+        with torch.no_grad():
+            _, keys, values = _Step(model, spec.layers, past=False)(
+                torch.as_tensor(np.asarray(row[:n], np.int64))[None], None,
+                torch.arange(n)[None])
+        for t in sorted({int(round(x)) for x in np.linspace(1, n - 1, per_row)}):
+            past = [np.zeros((spec.layers, 1, spec.kv_heads, spec.max_seq - 1, spec.head_dim),
+                             np.float32) for _ in range(2)]
+            past[0][..., :t, :] = keys[..., :t, :].numpy()
+            past[1][..., :t, :] = values[..., :t, :].numpy()
+            batches.append({"input_ids": np.asarray(row[t:t + 1], np.int64)[None],
+                            "mask": decode_mask(t, spec.max_seq),
+                            "position_ids": np.array([[t]], np.int64),
+                            "past_keys": past[0], "past_values": past[1]})
+    return batches[:limit]
 
 
 def hf_model(path: str | Path):

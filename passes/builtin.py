@@ -5,7 +5,7 @@ from passes import (calibrate, canonicalize, decompose_attention,  # noqa: F401
                     fold_batchnorm, fuse_activations, fuse_requantize, insert_observers,
                     lower_to_integer, propagate_scales, quantize)
 from passes import (bias_correction, dynamic_quant, equalize, fp8,  # noqa: F401,E402
-                    mixed_precision, quantize_bias, smoothquant,
+                    kv_cache, mixed_precision, quantize_bias, smoothquant,
                     weight_only)  # methods: docs/methods.md
 from passes.registry import PIPELINES
 

@@ -13,11 +13,10 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from qir.diagnostics import QirError
-from qir.ir import Module, Op
-
 from passes.manager import PassContext
 from passes.registry import register_pass
+from qir.diagnostics import QirError
+from qir.ir import Module, Op
 
 METHODS = ("minmax", "moving-average", "percentile", "entropy", "mse")
 
@@ -37,8 +36,8 @@ def _failed(op: Op, e: Exception) -> CalibrationFailed:
     return CalibrationFailed(f"{e}{where}")
 
 
-def _run_all(module: Module, batches: list[dict[str, Any]], observers: dict, second: bool,
-             progress: bool, desc: str) -> None:
+def _run_all(module: Module, function: str, batches: list[dict[str, Any]], observers: dict,
+             second: bool, progress: bool, desc: str) -> None:
     from backends.numpy import run
 
     def hook(op: Op, results: list[np.ndarray]) -> None:
@@ -56,7 +55,7 @@ def _run_all(module: Module, batches: list[dict[str, Any]], observers: dict, sec
 
         iterator = tqdm(batches, desc=desc, unit="batch", leave=False)
     for batch in iterator:
-        run(module, batch, hook=hook)
+        run(module, batch, function=function, hook=hook)
 
 
 @register_pass("calibrate")
@@ -72,34 +71,48 @@ def calibrate(module: Module, ctx: PassContext, *,
     if method and method not in METHODS:
         raise CalibrationFailed(f"unknown calibration method '{method}' (known: "
                                 f"{', '.join(METHODS)})")
-    batches = ctx.calibration_data
-    if batches is None:
-        raise CalibrationFailed("no calibration data: pass --calib CALIB.npz (or set "
-                                "PassContext.calibration_data)")
-    if len(batches) == 0:
-        raise CalibrationFailed("the calibration set is empty")
-    fn = module.main
     observers: dict[int, Any] = {}
     ops: dict[int, Op] = {}
-    for op in fn.walk("qir.observe"):
-        m = method or op.attr("method")
-        if m not in METHODS:
-            raise CalibrationFailed(f"{_describe(op)}: unknown method '{m}' (known: "
-                                    f"{', '.join(METHODS)})")
-        try:
-            observers[id(op)] = RangeObserver(m, bins=bins, percentile=percentile,
-                                              name=op.attr("id"))
-        except ValueError as e:
-            raise CalibrationFailed(f"{_describe(op)}: {e}") from None
-        ops[id(op)] = op
+    data: dict[str, list[dict[str, Any]]] = {}
+    for fn in module.functions.values():
+        found = list(fn.walk("qir.observe"))
+        if not found:
+            continue
+        batches = ctx.batches(fn.name)
+        if batches is None and fn.name == "main":
+            raise CalibrationFailed("no calibration data: pass --calib CALIB.npz (or set "
+                                    "PassContext.calibration_data)")
+        if batches is None:
+            raise CalibrationFailed(
+                f"@{fn.name} has {len(found)} observers and no calibration data: set "
+                f"PassContext.function_data['{fn.name}'] (qir compile of a causal LM "
+                "makes @decode's from --calib)")
+        if len(batches) == 0:
+            raise CalibrationFailed("the calibration set is empty" + (
+                "" if fn.name == "main" else f" (@{fn.name})"))
+        data[fn.name] = batches
+        for op in found:
+            m = method or op.attr("method")
+            if m not in METHODS:
+                raise CalibrationFailed(f"{_describe(op)}: unknown method '{m}' (known: "
+                                        f"{', '.join(METHODS)})")
+            try:
+                observers[id(op)] = RangeObserver(m, bins=bins, percentile=percentile,
+                                                  name=op.attr("id"))
+            except ValueError as e:
+                raise CalibrationFailed(f"{_describe(op)}: {e}") from None
+            ops[id(op)] = op
     if not observers:
         return False
-    _run_all(module, batches, observers, False, ctx.progress, "calibrate")
-    if any(o.needs_second_pass for o in observers.values()):
-        second = {k: o for k, o in observers.items() if o.needs_second_pass}
-        for o in second.values():
-            o.start_second_pass()
-        _run_all(module, batches, second, True, ctx.progress, "calibrate (histograms)")
+    for name, batches in data.items():
+        mine = {k: o for k, o in observers.items() if ops[k].function.name == name}
+        _run_all(module, name, batches, mine, False, ctx.progress, f"calibrate @{name}")
+        second = {k: o for k, o in mine.items() if o.needs_second_pass}
+        if second:
+            for o in second.values():
+                o.start_second_pass()
+            _run_all(module, name, batches, second, True, ctx.progress,
+                     f"calibrate @{name} (histograms)")
     for key, obs in observers.items():
         op = ops[key]
         try:
@@ -115,5 +128,7 @@ def calibrate(module: Module, ctx: PassContext, *,
             where = "" if op.loc.is_unknown() else f" ({op.loc})"
             ctx.notes.append(f"observer '{op.attr('id')}'{where}: {obs.degenerate}; it gets "
                              f"the range [{lo:g}, {hi:g}] (passes/observers.py)")
-    ctx.notes.append(f"calibrated {len(observers)} observers on {len(batches)} batches")
+    runs = " and ".join(f"{len(v)} batches" + ("" if list(data) == ["main"] else f" of @{k}")
+                        for k, v in data.items())
+    ctx.notes.append(f"calibrated {len(observers)} observers on {runs}")
     return True

@@ -4,15 +4,15 @@ intermediate tensors, and replace an op's constant operands with new arrays."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from qir.diagnostics import QirError
-from qir.ir import Function, Module, Op, Value
-
 from passes.manager import PassContext
 from passes.utils import make_constant, param_name
+from qir.diagnostics import QirError
+from qir.ir import Function, Module, Op, Value
 
 
 def calibration_batches(ctx: PassContext, pass_name: str) -> list[dict[str, Any]]:
@@ -27,9 +27,10 @@ def calibration_batches(ctx: PassContext, pass_name: str) -> list[dict[str, Any]
 
 
 def collect(module: Module, batches: list[dict[str, Any]], values: list[Value],
-            reduce: Callable[[Value, np.ndarray], Any] | None = None) -> dict[int, list[Any]]:
-    """Run the module on every batch and keep, per value (keyed by id), one entry per
-    batch: the array itself, or `reduce(value, array)` (to keep memory small)."""
+            reduce: Callable[[Value, np.ndarray], Any] | None = None,
+            function: str = "main") -> dict[int, list[Any]]:
+    """Run @function on every batch and keep, per value of it (keyed by id), one entry
+    per batch: the array itself, or `reduce(value, array)` (to keep memory small)."""
     from backends.numpy import run
 
     keep = reduce or (lambda _v, a: np.array(a, copy=True))
@@ -49,7 +50,7 @@ def collect(module: Module, batches: list[dict[str, Any]], values: list[Value],
     for batch in batches:
         for v in args:
             out[id(v)].append(keep(v, np.asarray(batch[v.name], dtype=v.type.dtype)))
-        run(module, batch, hook=hook)
+        run(module, batch, function=function, hook=hook)
     return out
 
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
+from passes.registry import PipelineStep, parse_pipeline
 from qir.diagnostics import QirError, VerifyError
 from qir.ir import Module
 from qir.printer import print_module
 from qir.verifier import verify
-
-from passes.registry import PipelineStep, parse_pipeline
 
 
 class PassFailed(QirError):
@@ -28,13 +28,21 @@ class PassFailed(QirError):
 @dataclass
 class PassContext:
     """Run-time inputs shared by passes: calibration data (a list of input dicts keyed
-    by argument name), statistics gathered by `calibrate`, and notes for the report."""
+    by argument name) for @main and, in `function_data`, for other functions by name
+    (a causal LM's @decode), statistics gathered by `calibrate`, and notes for the
+    report."""
 
     calibration_data: list[dict[str, Any]] | None = None
+    function_data: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def batches(self, function: str = "main") -> list[dict[str, Any]] | None:
+        """The calibration data of @function (None when there is none)."""
+        return self.calibration_data if function == "main" else self.function_data.get(
+            function)
 
 
 @dataclass

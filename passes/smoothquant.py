@@ -28,20 +28,21 @@ from typing import Annotated
 
 import numpy as np
 
-from qir.builder import Builder
-from qir.ir import Module, Op, Value
-
 from passes.capture import calibration_batches, collect, finish, replace_constant, rows
 from passes.manager import PassContext
 from passes.registry import register_pass
-from passes.utils import constant_array, make_constant
+from passes.utils import constant_array, make_constant, param_name
+from qir.builder import Builder
+from qir.diagnostics import QirError
+from qir.ir import Module, Op, Value
 
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SEARCH_ROWS = 2048  # calibration rows per group used to score an alpha
 
 
 def _groups(module: Module) -> list[tuple[Value, list[Op]]]:
-    """(input value, linears with a constant float weight reading it), in order."""
+    """(input value, linears with a constant float weight reading it), in order, over
+    every function."""
     groups: dict[int, tuple[Value, list[Op]]] = {}
     for fn in module.functions.values():
         for op in fn.ops:
@@ -53,6 +54,13 @@ def _groups(module: Module) -> list[tuple[Value, list[Op]]]:
             x = op.operands[0]
             groups.setdefault(id(x), (x, []))[1].append(op)
     return list(groups.values())
+
+
+def _key(x: Value, users: list[Op]):
+    """What identifies a group across functions: its weights' parameter names (a causal
+    LM's prefill and decode share them), else the input value itself."""
+    names = tuple(param_name(op.operands[1]) for op in users)
+    return names if all(names) else id(x)
 
 
 def smoothing_scales(x_absmax: np.ndarray, w_absmax: np.ndarray, alpha: float) -> np.ndarray:
@@ -120,23 +128,35 @@ def smoothquant(
     """Migrate activation outlier channels into the following linears' weights (per-channel
     scales folded into LayerNorm or a float mul); float outputs unchanged."""
     if not 0.0 <= alpha <= 1.0:
-        from qir.diagnostics import QirError
-
         raise QirError(f"smoothquant: alpha must be in [0, 1], got {alpha}")
     groups = _groups(module)
     if not groups:
         return False
-    batches = calibration_batches(ctx, "smoothquant")
+    calibration_batches(ctx, "smoothquant")
+    seen: dict = {}  # group key -> per-batch (max |x| per channel, sample rows)
+    for fn in module.functions.values():
+        batches = ctx.batches(fn.name)
+        mine = [x for x, users in groups if users[0].function is fn] if batches else []
+        if not mine:
+            continue
 
-    def reduce(v, a):
-        r = rows(a)
-        sample = r[:: max(1, r.shape[0] * len(batches) // SEARCH_ROWS)] if search else None
-        return np.abs(r).max(axis=0), sample
+        n = len(batches)
 
-    seen = collect(module, batches, [x for x, _ in groups], reduce)
+        def reduce(v, a):
+            r = rows(a)
+            sample = r[:: max(1, r.shape[0] * n // SEARCH_ROWS)] if search else None  # noqa: B023
+            return np.abs(r).max(axis=0), sample
+
+        got = collect(module, batches, mine, reduce, function=fn.name)
+        for x, users in groups:
+            if users[0].function is fn:
+                seen.setdefault(_key(x, users), []).extend(got[id(x)])
     changed = False
     for x, users in groups:
-        parts = seen[id(x)]
+        parts = seen.get(_key(x, users))
+        if not parts:
+            raise QirError(f"smoothquant: the linears at {users[0].loc} in @{users[0].function.name} "
+                           "share no weights with a function that has calibration data")
         x_absmax = np.max([p[0] for p in parts], axis=0)
         med = float(np.median(x_absmax))
         ratio = float(x_absmax.max()) / med if med > 0 else float("inf")

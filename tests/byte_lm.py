@@ -66,15 +66,29 @@ def _cache_path(train: np.ndarray) -> Path:
 
 
 def trained_model():
-    """The trained model (eval mode), from the cache or trained now."""
+    """The trained model (eval mode), from the cache or trained now. Processes that
+    want it at once (pytest-xdist workers) take turns on a lock file: one trains, the
+    others then load its weights."""
+    import fcntl
+
     import transformers
 
     train, _ = corpus()
     path = _cache_path(train)
+    path.parent.mkdir(parents=True, exist_ok=True)
     model = transformers.LlamaForCausalLM(config())
-    if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
-        return model.eval()
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            _train(train, path)
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model.eval()
+
+
+def _train(train: np.ndarray, path: Path) -> None:
+    """Train the recipe's model on `train` (seeded, 2 threads) and save it to `path`."""
+    import transformers
+
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -97,11 +111,9 @@ def trained_model():
             sched.step()
     finally:
         torch.set_num_threads(threads)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)  # another process may be training the same model
-    return model.eval()
+    os.replace(tmp, path)
 
 
 def held_out_windows(p: int, count: int) -> np.ndarray:
@@ -165,7 +177,61 @@ def evaluate(model, schemes: dict[str, str] = SCHEMES, p: int = 128, windows: in
         PassManager(pipeline, ctx=PassContext(calibration_data=batches, progress=False)
                     ).run(module)
         compiled = build(module, "llvm")
-        ppl, pred = perplexity(lambda ids: compiled.run(
-            {"input_ids": ids, "mask": mask, "position_ids": positions})["logits"], held)
+        ppl, pred = perplexity(lambda ids: next(iter(compiled.run(  # logits: the first
+            {"input_ids": ids, "mask": mask, "position_ids": positions}).values())), held)
+        out[label] = {"perplexity": ppl, "agreement": float((pred == fp32_pred).mean())}
+    return out
+
+
+GENERATION_SCHEMES = {"float": ("optimize", False),
+                      "float, int8 KV cache": ("optimize", True),
+                      "w4a16 g128 GPTQ, int8 KV cache": (SCHEMES["w4a16 g128 GPTQ"], True),
+                      "int8 SmoothQuant (W8A8)": ("int8-smooth", False),
+                      "int8 SmoothQuant, int8 KV cache": ("int8-smooth", True),
+                      "fp8 e4m3": ("fp8-e4m3", False)}
+
+
+def evaluate_generation(model, schemes: dict[str, tuple[str, bool]] = GENERATION_SCHEMES,
+                        prefill: int = 32, length: int = 128, windows: int = 8,
+                        calib: int = 16) -> dict[str, dict]:
+    """Per scheme (pipeline, int8 KV cache?): held-out perplexity and greedy agreement
+    with torch fp32, scored through the generation path: each window's first `prefill`
+    bytes prefilled, every later byte one decode step reading the cache (Generator.logits),
+    both functions compiled for llvm and calibrated as `qir compile HF_DIR --calib` does."""
+    import dataclasses
+
+    from backends.tvm import build
+    from frontends.causal_lm import (
+        decode_batches,
+        export_causal_lm,
+        function_module,
+        prefill_batches,
+    )
+    from passes import PassContext, PassManager
+    from qir.cli.generate import Generator
+    from qir.cli.opt import copy_module
+
+    held = held_out_windows(length, windows)  # `length` bytes in, each scored on the next
+
+    def torch_logits(ids):
+        with torch.no_grad():
+            return model(input_ids=torch.from_numpy(ids)).logits.numpy()
+
+    fp32_ppl, fp32_pred = perplexity(torch_logits, held)
+    out = {"torch fp32": {"perplexity": fp32_ppl, "agreement": 1.0}}
+    train, _ = corpus()
+    starts = np.random.default_rng(1).integers(0, len(train) - length, calib)
+    rows = [train[s:s + length].astype(np.int64) for s in starts]
+    exported, spec = export_causal_lm(model, max_seq=length + 1, prefill_len=prefill)
+    main_data, decode_data = prefill_batches(rows, prefill), decode_batches(model, spec, rows)
+    for label, (pipeline, kv) in schemes.items():
+        module = copy_module(exported)
+        ctx = PassContext(calibration_data=main_data, function_data={"decode": decode_data},
+                          progress=False)
+        PassManager(f"kv-int8,{pipeline}" if kv else pipeline, ctx=ctx).run(module)
+        gen = Generator(build(function_module(module, "main"), "llvm").run,
+                        build(function_module(module, "decode"), "llvm").run,
+                        dataclasses.replace(spec, kv_cache="i8" if kv else "f32"))
+        ppl, pred = perplexity(lambda ids: gen.logits(ids[0])[None], held)
         out[label] = {"perplexity": ppl, "agreement": float((pred == fp32_pred).mean())}
     return out

@@ -53,7 +53,11 @@ def register(sub) -> None:
     p.add_argument("--w4a16", action="store_true", help="int4 group-wise weights, float "
                    "activations (weight-only)")
     p.add_argument("--w8a16", action="store_true", help="int8 weights, float activations")
-    p.add_argument("--fp8", action="store_true", help="fp8 e4m3 weights and activations")
+    p.add_argument("--fp8", action="store_true", help="fp8 weights and activations "
+                   "(e4m3; see --fp8-format)")
+    p.add_argument("--fp8-format", choices=("e4m3", "e5m2"), default=None,
+                   help="with --fp8: OCP E4M3FN (the default: more precision) or E5M2 (more "
+                   "range)")
     p.add_argument("--dynamic", action="store_true", help="int8 weights, activations "
                    "quantized at run time per tensor (linear layers)")
     p.add_argument("--smoothquant", action="store_true", help="with --int8: migrate "
@@ -89,6 +93,9 @@ def register(sub) -> None:
                    "cache; default 256, or the model's positions when fewer)")
     p.add_argument("--prefill-len", type=int, default=64, metavar="P",
                    help="causal LM: tokens per prefill call")
+    p.add_argument("--kv-int8", action="store_true",
+                   help="causal LM, any scheme: keep the KV cache in int8, one scale per "
+                   "layer and kv head calibrated on --calib (passes/kv_cache.py)")
     add_pipeline_arguments(p)
     p.set_defaults(func=run)
 
@@ -165,7 +172,7 @@ def manifest(module, args, pipeline: str, outdir: Path, model_path: Path) -> dic
         "files": files,
         "cpu": _cpu(args),
         "versions": versions(args.target),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -206,9 +213,15 @@ def scheme_pipeline(args) -> str:
     weight_only = schemes in (["w4a16"], ["w8a16"])
     if not weight_only and (args.group_size is not None or args.method is not None):
         raise QirError("--group-size and --method apply to --w4a16 and --w8a16")
+    if args.fp8_format is not None and schemes != ["fp8"]:
+        raise QirError("--fp8-format applies to --fp8")
     if not schemes:
         return "optimize"
     scheme = schemes[0]
+    if scheme == "fp8" and args.fp8_format == "e5m2":
+        from passes.builtin import PIPELINES
+
+        return PIPELINES["fp8-e4m3"].replace("fp8{format=e4m3}", "fp8{format=e5m2}")
     if weight_only:
         bits = 4 if scheme == "w4a16" else 8
         group = args.group_size if args.group_size is not None else (128 if bits == 4 else 0)
@@ -255,7 +268,7 @@ def _tuning(args):
 
 
 def run(args) -> int:
-    from passes import PassManager, PassContext, load_pass_file, parse_pipeline
+    from passes import PassContext, PassManager, load_pass_file, parse_pipeline
     from qir.io import save
     from qir.verifier import verify
 
@@ -263,6 +276,8 @@ def run(args) -> int:
         from qir.cli.generate import compile_causal_lm
 
         return compile_causal_lm(args)
+    if args.kv_int8:
+        raise QirError("--kv-int8 applies to causal LMs (a Hugging Face model directory)")
     if args.output is None and args.emit is None:
         raise QirError("give an output directory with -o OUTDIR (or --emit relax to print)")
     if args.arch and args.target != "cuda":

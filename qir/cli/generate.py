@@ -27,12 +27,13 @@ local transformers model directory. Calibration data for a causal LM is an .npz 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -79,6 +80,20 @@ class Generation:
         return self.decode_steps / self.decode_s if self.decode_s > 0 else float("nan")
 
 
+class _Cache:
+    """The KV cache between calls (spec.empty_cache's layout) and the slots filled."""
+
+    def __init__(self, spec):
+        self.keys, self.values, self.filled = spec.empty_cache(), spec.empty_cache(), 0
+
+    def store(self, keys: np.ndarray, values: np.ndarray, n: int) -> None:
+        """Append the first n tokens of a call's keys and values (tokens: axis -2)."""
+        end = self.filled + n
+        self.keys[..., self.filled:end, :] = keys[..., :n, :]
+        self.values[..., self.filled:end, :] = values[..., :n, :]
+        self.filled = end
+
+
 class Generator:
     """The generation loop over a prefill and a decode function (inputs dict -> outputs
     dict, as qir.cli.artifact.Runner.run), for the sizes in `spec`
@@ -93,8 +108,7 @@ class Generator:
         from frontends.causal_lm import decode_mask, prefill_mask
 
         spec, p = self.spec, self.spec.prefill_len
-        cache = np.zeros((spec.layers, 1, spec.kv_heads, spec.max_seq - 1, spec.head_dim),
-                         np.float32)
+        cache = spec.empty_cache()
         self.prefill_fn({"input_ids": np.zeros((1, p), np.int64), "mask": prefill_mask(p),
                          "position_ids": np.arange(p, dtype=np.int64)[None]})
         self.decode_fn({"input_ids": np.zeros((1, 1), np.int64),
@@ -102,58 +116,71 @@ class Generator:
                         "position_ids": np.zeros((1, 1), np.int64), "past_keys": cache,
                         "past_values": cache})
 
-    def generate(self, prompt, max_new_tokens: int, *, sample: bool = False,
-                 temperature: float = 1.0, top_k: int = 0, seed: int = 0,
-                 eos: int | None = None) -> Generation:
-        from frontends.causal_lm import decode_mask, prefill_mask
-
+    def _prompt(self, prompt, what: str = "prompt") -> np.ndarray:
         spec = self.spec
         ids = np.asarray(prompt).reshape(-1)
         if ids.size == 0 or ids.dtype.kind not in "iu":
-            raise QirError("the prompt must be a non-empty array of integer token ids")
+            raise QirError(f"the {what} must be a non-empty array of integer token ids")
         if ids.min() < 0 or ids.max() >= spec.vocab:
-            raise QirError(f"prompt token ids must be in [0, {spec.vocab}), got "
+            raise QirError(f"{what} token ids must be in [0, {spec.vocab}), got "
                            f"{int(ids.min())}..{int(ids.max())}")
         if ids.size >= spec.max_seq:
-            raise QirError(f"the prompt has {ids.size} tokens; this build holds at most "
+            raise QirError(f"the {what} has {ids.size} tokens; this build holds at most "
                            f"{spec.max_seq} in all (recompile with a larger --max-seq)")
+        return ids
+
+    def _prefill(self, ids: np.ndarray) -> tuple[np.ndarray, _Cache]:
+        """Prefill the first min(n, P) tokens: their logits [n, V] and the cache."""
+        from frontends.causal_lm import prefill_mask
+
+        p = self.spec.prefill_len
+        first = ids[:p]
+        padded = np.zeros((1, p), np.int64)
+        padded[0, :first.size] = first
+        out = self.prefill_fn({"input_ids": padded, "mask": prefill_mask(p),
+                               "position_ids": np.arange(p, dtype=np.int64)[None]})
+        logits, keys, values = out.values()  # (in order: passes may rename outputs)
+        cache = _Cache(self.spec)
+        cache.store(keys, values, first.size)
+        return logits[0, :first.size], cache
+
+    def _step(self, cache: _Cache, token: int) -> np.ndarray:
+        """One decode step: the token's logits [V]; its keys and values join the cache."""
+        from frontends.causal_lm import decode_mask
+
+        out = self.decode_fn({
+            "input_ids": np.array([[token]], np.int64),
+            "mask": decode_mask(cache.filled, self.spec.max_seq),
+            "position_ids": np.array([[cache.filled]], np.int64),
+            "past_keys": cache.keys, "past_values": cache.values})
+        logits, keys, values = out.values()
+        cache.store(keys, values, 1)
+        return logits[0, 0]
+
+    def logits(self, ids) -> np.ndarray:
+        """Teacher-forced logits [n, V] of tokens ids[0..n-1] through the generation path
+        (prefill, then one decode step per token: the cache as generation keeps it), for
+        scoring text, e.g. the quality of an int8 KV cache."""
+        ids = self._prompt(ids, "text")
+        first, cache = self._prefill(ids)
+        rest = [self._step(cache, int(t)) for t in ids[first.shape[0]:]]
+        return np.concatenate([first, np.stack(rest)]) if rest else first
+
+    def generate(self, prompt, max_new_tokens: int, *, sample: bool = False,
+                 temperature: float = 1.0, top_k: int = 0, seed: int = 0,
+                 eos: int | None = None) -> Generation:
+        ids = self._prompt(prompt)
         if max_new_tokens < 1:
             raise QirError("--max-new-tokens must be at least 1")
         if sample and temperature <= 0:
             raise QirError("--temperature must be positive")
         rng = np.random.default_rng(seed)
-        cache_shape = (spec.layers, 1, spec.kv_heads, spec.max_seq - 1, spec.head_dim)
-        keys = np.zeros(cache_shape, np.float32)
-        values = np.zeros(cache_shape, np.float32)
-        p = spec.prefill_len
-        first = ids[:p]
-        n = first.size
-        padded = np.zeros((1, p), np.int64)
-        padded[0, :n] = first
         start = time.perf_counter()
-        out = self.prefill_fn({"input_ids": padded, "mask": prefill_mask(p),
-                               "position_ids": np.arange(p, dtype=np.int64)[None]})
-        keys[:, :, :, :n] = out["keys"][:, :, :, :n]
-        values[:, :, :, :n] = out["values"][:, :, :, :n]
-        logits = out["logits"][0, n - 1]
+        logits, cache = self._prefill(ids)
+        logits = logits[-1]
+        for token in ids[self.spec.prefill_len:]:  # the rest of a long prompt
+            logits = self._step(cache, int(token))
         result = Generation([], int(ids.size), time.perf_counter() - start)
-        filled = n
-
-        def step(token: int) -> np.ndarray:
-            nonlocal filled
-            out = self.decode_fn({
-                "input_ids": np.array([[token]], np.int64),
-                "mask": decode_mask(filled, spec.max_seq),
-                "position_ids": np.array([[filled]], np.int64),
-                "past_keys": keys, "past_values": values})
-            keys[:, :, :, filled] = out["keys"][:, :, :, 0]
-            values[:, :, :, filled] = out["values"][:, :, :, 0]
-            filled += 1
-            return out["logits"][0, 0]
-
-        for token in ids[p:]:  # the rest of a long prompt
-            logits = step(int(token))
-        result.prefill_s = time.perf_counter() - start
         while True:
             token = self._pick(logits, sample, temperature, top_k, rng)
             result.tokens.append(token)
@@ -162,11 +189,11 @@ class Generator:
                 break
             if len(result.tokens) >= max_new_tokens:
                 break
-            if filled >= spec.max_seq - 1:
+            if cache.filled >= self.spec.max_seq - 1:
                 result.stopped = "cache full"
                 break
             t0 = time.perf_counter()
-            logits = step(token)
+            logits = self._step(cache, token)
             result.step_s.append(time.perf_counter() - t0)
         result.decode_steps = len(result.step_s)
         result.decode_s = float(sum(result.step_s))
@@ -230,10 +257,8 @@ def run(args) -> int:
     return 0
 
 
-def lm_calibration(path: str, p: int) -> list[dict]:
-    """Prefill batches from a calibration .npz holding `input_ids` [N, T] (or [T]):
-    each row cut into runs of P tokens (a row shorter than P is one run, padded)."""
-    from frontends.causal_lm import prefill_mask
+def calibration_rows(path: str) -> np.ndarray:
+    """The token rows [N, T] of a calibration .npz holding `input_ids` [N, T] (or [T])."""
     from qir.io import read_npz
 
     arrays = read_npz(path, "calibration data")
@@ -244,16 +269,7 @@ def lm_calibration(path: str, p: int) -> list[dict]:
     if ids.dtype.kind not in "iu" or ids.ndim not in (1, 2) or ids.size == 0:
         raise QirError(f"{path}: 'input_ids' must be integer token ids [samples, tokens], "
                        f"got {ids.dtype}{list(ids.shape)}")
-    rows = ids.reshape(1, -1) if ids.ndim == 1 else ids
-    mask, positions = prefill_mask(p), np.arange(p, dtype=np.int64)[None]
-    batches = []
-    for row in rows:
-        runs = [row[i:i + p] for i in range(0, max(len(row) - p, 0) + 1, p)]
-        for run_ in runs:
-            padded = np.zeros((1, p), np.int64)
-            padded[0, :len(run_)] = run_
-            batches.append({"input_ids": padded, "mask": mask, "position_ids": positions})
-    return batches
+    return ids.reshape(1, -1) if ids.ndim == 1 else ids
 
 
 def compile_causal_lm(args) -> int:
@@ -261,29 +277,43 @@ def compile_causal_lm(args) -> int:
     both functions, then a standard OUTDIR per function and generation.json; OUTDIR
     appears whole or not at all."""
     from backends.tvm import build
-    from frontends.causal_lm import export_causal_lm, function_module, hf_model
+    from frontends.causal_lm import (
+        decode_batches,
+        export_causal_lm,
+        function_module,
+        hf_model,
+        prefill_batches,
+    )
     from passes import PassContext, PassManager, parse_pipeline
     from qir.cli.compile import manifest, scheme_pipeline, staged_outdir
     from qir.io import fix_mode, save
 
     if args.target not in ("llvm", "numpy"):
         raise QirError(f"a causal LM compiles for --target llvm (or numpy), not {args.target}")
-    if args.int8 or args.fp8:
-        raise QirError("generation supports the float build, --w4a16, --w8a16 and --dynamic: "
-                       "--int8 and --fp8 calibrate activations, and their decode function "
-                       "has none yet")
     if args.output is None:
         raise QirError("give an output directory with -o OUTDIR")
     out = Path(args.output)
     if out.exists() and not args.force:
         raise QirError(f"{out} already exists; choose another -o or pass --force")
     pipeline = args.pipeline if args.pipeline is not None else scheme_pipeline(args)
+    if args.kv_int8:
+        pipeline = f"kv-int8,{pipeline}"
     steps = parse_pipeline(pipeline)
+    names = {s.name for s in steps}
     ctx = PassContext(progress=not args.no_progress and sys.stderr.isatty())
-    if args.calib:
-        ctx.calibration_data = lm_calibration(args.calib, args.prefill_len)
+    needs = sorted(names & {"calibrate", "kv-int8", "smoothquant", "mixed-precision"})
+    if needs and not args.calib:
+        raise QirError(f"{', '.join(needs)} calibrate on token ids: pass --calib C.npz "
+                       "(an array input_ids [samples, tokens])")
     model = hf_model(args.model)
     module, spec = export_causal_lm(model, args.max_seq, args.prefill_len)
+    if args.calib:
+        rows = calibration_rows(args.calib)
+        ctx.calibration_data = prefill_batches(rows, args.prefill_len)
+        if names & {"calibrate", "kv-int8"}:  # @decode's observers, and the cache's range
+            ctx.function_data["decode"] = decode_batches(model, spec, rows)
+    if "kv-int8" in names:
+        spec = dataclasses.replace(spec, kv_cache="i8")
     pm = PassManager(steps, verify_each=not args.no_verify_each, ctx=ctx,
                      dump_dir=args.dump_ir or args.dump_dir, timing=args.timing)
     pm.run(module)
@@ -310,6 +340,7 @@ def compile_causal_lm(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     size = ", ".join(f"{k}/model.so {v / 2**20:.1f} MiB" for k, v in sizes.items())
     print(f"wrote {out} ({args.target}, causal LM {spec.model_type}, {spec.layers} layers, "
-          f"prefill {spec.prefill_len}, max {spec.max_seq} tokens{'; ' + size if size else ''})",
+          f"prefill {spec.prefill_len}, max {spec.max_seq} tokens, {spec.kv_cache} cache"
+          f"{'; ' + size if size else ''})",
           file=sys.stderr)
     return 0

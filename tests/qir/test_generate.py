@@ -135,6 +135,35 @@ def test_compile_and_generate_w4a16_gptq_end_to_end(llama_dir, capsys):
     assert len(cap.out.split()) == 3 and "tokens/s" in cap.err
 
 
+@pytest.mark.parametrize("flags", [["--int8", "--kv-int8"], ["--int8", "--smoothquant"],
+                                   ["--fp8", "--fp8-format", "e5m2", "--kv-int8"]])
+def test_schemes_that_calibrate_activations_generate(llama_dir, capsys, flags):
+    """W8A8 (with SmoothQuant), fp8 and the int8 KV cache: @decode calibrates on decode
+    steps made from --calib; llvm and the interpreter generate the same tokens."""
+    from qir.io import load
+
+    tmp, model = llama_dir
+    out = tmp / "_".join(f.strip("-") for f in flags)
+    assert main(["compile", str(tmp / "llama"), *flags, "--calib", str(tmp / "calib.npz"),
+                 "--max-seq", "40", "--prefill-len", "8", "-o", str(out),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    kv = "--kv-int8" in flags
+    assert "of @decode" in err and ("i8 cache" if kv else "f32 cache") in err
+    info = json.loads((out / "generation.json").read_text())
+    assert info["spec"]["kv_cache"] == ("i8" if kv else "f32")
+    assert info["pipeline"].startswith("kv-int8,") == kv
+    past = load(out / "decode" / "model.qir").main.args[3]
+    assert past.name == "past_keys" and past.type.is_quantized == kv
+    tokens = []
+    for backend in ([], ["--backend", "numpy"]):
+        assert main(["generate", str(out), "--prompt-ids", str(tmp / "prompt.npy"),
+                     "--max-new-tokens", "10", "--json", "--eos", "-1", *backend]) == 0
+        tokens.append(json.loads(capsys.readouterr().out)["tokens"])
+    assert tokens[0] == tokens[1] and len(tokens[0]) == 10
+    assert tokens[0][:3] == torch_greedy(model, PROMPT, 3)
+
+
 def test_sampling_is_seeded(llama_dir, capsys):
     from backends.tvm import build
     from frontends.causal_lm import export_causal_lm, function_module
@@ -162,7 +191,10 @@ def test_compile_errors_name_the_problem(llama_dir, tmp_path, capsys):
     assert main(["compile", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 1
     assert "no config.json" in capsys.readouterr().err
     assert main(["compile", str(tmp / "llama"), "--int8", "-o", str(tmp_path / "o")]) == 1
-    assert "--int8 and --fp8" in capsys.readouterr().err
+    assert "pass --calib C.npz" in capsys.readouterr().err
+    assert main(["compile", str(tmp / "llama"), "--w4a16", "--fp8-format", "e5m2", "-o",
+                 str(tmp_path / "o")]) == 1
+    assert "--fp8-format applies to --fp8" in capsys.readouterr().err
     assert main(["compile", str(tmp / "llama"), "--max-seq", "500", "-o",
                  str(tmp_path / "o")]) == 1
     assert "beyond the model's 128 positions" in capsys.readouterr().err
