@@ -22,6 +22,7 @@ _TAIL = "propagate-scales,lower-to-integer,fuse-requantize,canonicalize"
 PIPELINES.update({
     "w4a16": f"{_FRONT},weight-only{{bits=4,group-size=128}},canonicalize",
     "w8a16": f"{_FRONT},weight-only{{bits=8,group-size=0}},canonicalize",
+    "nf4": f"{_FRONT},weight-only{{bits=4,group-size=64,format=nf4}},canonicalize",
     "fp8-e4m3": f"{_FRONT},insert-observers,calibrate,fp8{{format=e4m3}},canonicalize",
     "int8-smooth": f"{_FRONT},decompose-attention,smoothquant,insert-observers,calibrate,quantize,{_TAIL}",
     "int8-dynamic": f"{_FRONT},dynamic-quant,canonicalize",

@@ -37,17 +37,16 @@ from typing import Annotated, Literal
 
 import numpy as np
 
-from qir.builder import Builder
-from qir.diagnostics import QirError
-from qir.ir import Module, Op
-from qir.types import QuantType, TensorType
-
 from passes.capture import calibration_batches, collect, finish, rows
+from passes.gptq import Grid, as_grid, group_scales, round_to_nearest
 from passes.gptq import gptq as gptq_round
-from passes.gptq import round_to_nearest
 from passes.manager import PassContext
 from passes.registry import register_pass
 from passes.utils import constant_array, make_constant, param_name
+from qir.builder import Builder
+from qir.diagnostics import QirError
+from qir.ir import Module, Op
+from qir.types import CODEBOOKS, QuantType, TensorType
 
 STORAGE = {4: ("i4", 7), 8: ("i8", 127)}
 
@@ -112,7 +111,38 @@ def _awq_samples(module: Module, groups: list[list[Op]], ctx: PassContext) -> li
     return out
 
 
-def awq_scales(w: np.ndarray, x: np.ndarray, group: int, qmax: int) -> np.ndarray:
+KMEANS_SAMPLE = 1 << 16  # weights per tensor the codebook is fitted on
+KMEANS_STEPS = 25
+
+
+def kmeans_levels(w: np.ndarray, group: int, n: int) -> tuple[float, ...]:
+    """A codebook of n levels in [-1, 1] fitted to the weights divided by their group's
+    max |w| (1-d k-means, Lloyd's algorithm from the quantiles, on up to KMEANS_SAMPLE
+    evenly spaced weights): the levels where this tensor's values are dense. The
+    extreme levels stay at -1 and 1, so every group's largest weight is exact."""
+    scales = group_scales(w, group, 1)
+    v = (w.astype(np.float32) / np.repeat(scales, group, axis=1)[:, :w.shape[1]]).ravel()
+    v = np.sort(v[np.linspace(0, v.size - 1, min(v.size, KMEANS_SAMPLE)).astype(np.int64)])
+    c = np.quantile(v, np.linspace(0, 1, n))
+    c[0], c[-1] = -1.0, 1.0
+    for _ in range(KMEANS_STEPS):
+        mids = (c[:-1] + c[1:]) / 2
+        idx = np.searchsorted(mids, v)
+        sums = np.bincount(idx, v, minlength=n)
+        counts = np.bincount(idx, minlength=n)
+        moved = np.where(counts > 0, sums / np.maximum(counts, 1), c)
+        moved[0], moved[-1] = -1.0, 1.0
+        if np.allclose(moved, c):
+            break
+        c = np.sort(moved)
+    c = np.unique(c.astype(np.float32))
+    if c.size < n:  # a tensor of few distinct values: pad the table between its levels
+        extra = np.setdiff1d(np.linspace(-1, 1, 2 * n).astype(np.float32), c)[:n - c.size]
+        c = np.sort(np.concatenate([c, extra]))
+    return tuple(float(x) for x in c)
+
+
+def awq_scales(w: np.ndarray, x: np.ndarray, group: int, qmax) -> np.ndarray:
     """AWQ (Lin et al. 2024): per input channel s = mean|x|^alpha (normalised by the
     geometric mean of its extremes), alpha on a grid in [0, 1] chosen to minimise
     ||x wᵀ - x (Q(w·s) / s)ᵀ||² with round-to-nearest Q; s = 1 when alpha = 0 wins."""
@@ -123,7 +153,7 @@ def awq_scales(w: np.ndarray, x: np.ndarray, group: int, qmax: int) -> np.ndarra
         s = a ** alpha
         s = s / np.sqrt(s.max() * s.min())
         q, scales = round_to_nearest((w * s).astype(np.float32), group, qmax)
-        deq = q * np.repeat(scales, group, axis=1)[:, :w.shape[1]] / s
+        deq = as_grid(qmax).values(q) * np.repeat(scales, group, axis=1)[:, :w.shape[1]] / s
         err = float(((ref - x @ deq.T) ** 2).sum())
         if best is None or err < best:
             best, best_s = err, s
@@ -142,22 +172,21 @@ def _scale_inputs(ops: list[Op], inv: np.ndarray) -> None:
 
 
 def _replace_weight(ops: list[Op], q: np.ndarray, scales: np.ndarray, storage: str,
-                    qmax: int, group: int | None) -> None:
-    """Swap each op's float weight for dequantize(param) with q [N, K] and scales
+                    grid: Grid, group: int | None) -> None:
+    """Swap each op's float weight for dequantize(param) with codes q [N, K] and scales
     [N, K/g] (one parameter for all of them)."""
     linear = ops[0].name == "qir.linear"
-    data = (q if linear else q.T).astype(np.int8)
-    grid = scales if linear else scales.T
+    codebook = grid.levels is not None
+    data = (q if linear else q.T).astype(np.uint8 if codebook else np.int8)
+    sgrid = scales if linear else scales.T
     k_axis, n_axis = (1, 0) if linear else (0, 1)
-    if group is None:
-        qtype = QuantType(storage, "f32", tuple(map(float, grid.ravel())),
-                          (0,) * grid.size, -qmax, qmax, axis=n_axis)
-    else:
-        qtype = QuantType(storage, "f32", tuple(map(float, grid.ravel())),
-                          (0,) * grid.size, -qmax, qmax, axis=k_axis, block_size=group)
+    lo, hi = (None, None) if codebook else (-grid.qmax, grid.qmax)
+    axis, block = (n_axis, None) if group is None else (k_axis, group)
+    qtype = QuantType(storage, "f32", tuple(map(float, sgrid.ravel())), (0,) * sgrid.size,
+                      lo, hi, axis=axis, block_size=block, levels=grid.levels)
     old = ops[0].operands[1]
     name = f"{param_name(old) or old.name}.{storage}"
-    pname = ops[0].function.module.add_param(name, data)
+    pname = ops[0].function.module.add_param(name, data)  # (name: w.i4, w.u4, ...)
     for op in ops:
         b = Builder(op.function, before=op, loc=op.loc)
         pv = b.value("qir.param", [], {"name": pname},
@@ -178,15 +207,26 @@ def weight_only(
         0.01,
     awq: Annotated[bool, "AWQ activation-aware per-channel scales before rounding to "
                    "nearest (needs calibration data)"] = False,
+    format: Annotated[Literal["int", "nf4", "kmeans"], "int: uniform integers; nf4: the NF4 "
+                      "codebook (4 bits); kmeans: a codebook learned per weight"] = "int",
+    levels: Annotated[Literal[16, 256], "format=kmeans: levels of the learned codebook "
+                      "(16: 4-bit indices, 256: 8-bit)"] = 16,
 ) -> bool:
-    """Quantize linear/matmul weights to int4/int8 per group (dequantized at run time);
-    activations stay float."""
+    """Quantize linear/matmul weights to int4/int8 (or a 4/8-bit codebook) per group
+    (dequantized at run time); activations stay float."""
     if group_size != 0 and not 32 <= group_size <= 256:
         raise QirError(f"weight-only: group-size must be in 32..256 (or 0 for per channel), "
                        f"got {group_size}")
     if gptq and awq:
         raise QirError("weight-only: choose gptq=true or awq=true, not both")
+    if format == "nf4" and bits != 4:
+        raise QirError("weight-only: format=nf4 is a 4-bit codebook (bits=4)")
     storage, qmax = STORAGE[bits]
+    grid = Grid(qmax)
+    if format == "nf4":
+        storage, grid = "u4", Grid(levels=CODEBOOKS["nf4"])
+    elif format == "kmeans":
+        storage, bits = ("u4", 4) if levels == 16 else ("u8", 8)
     targets = _targets(module)
     if not targets:
         return False
@@ -197,22 +237,26 @@ def weight_only(
     for i, (ops, w) in enumerate(targets):
         k = w.shape[1]
         group = min(group_size or k, k)  # not dividing K: a shorter last group
+        if format == "kmeans":
+            grid = Grid(levels=kmeans_levels(w, group, levels))
         if gptq:
-            q, scales = gptq_round(w, hessians[i], group, qmax, damp=damp)
+            q, scales = gptq_round(w, hessians[i], group, grid, damp=damp)
         elif awq:
-            s = awq_scales(w.astype(np.float64), samples[i], group, qmax)
-            q, scales = round_to_nearest((w * s).astype(np.float32), group, qmax)
+            s = awq_scales(w.astype(np.float64), samples[i], group, grid)
+            q, scales = round_to_nearest((w * s).astype(np.float32), group, grid)
             if not np.all(s == 1.0):
                 _scale_inputs(ops, 1.0 / s)
                 scaled += 1
         else:
-            q, scales = round_to_nearest(w, group, qmax)
-        _replace_weight(ops, q, scales, storage, qmax, None if group == k else group)
+            q, scales = round_to_nearest(w, group, grid)
+        _replace_weight(ops, q, scales, storage, grid, None if group == k else group)
         before += w.size * w.dtype.itemsize
         after += q.size + 4 * scales.size
         packed += -(-q.size * bits // 8) + 4 * scales.size
     method = " (GPTQ)" if gptq else f" (AWQ: {scaled} rescaled)" if awq else ""
-    ctx.notes.append(f"weight-only: {len(targets)} weights int{bits}{method}: "
+    kind = {"int": f"int{bits}", "nf4": "NF4",
+            "kmeans": f"k-means codebook of {levels} levels"}[format]
+    ctx.notes.append(f"weight-only: {len(targets)} weights {kind}{method}: "
                      f"{before} bytes -> {after} stored "
                      f"(one value per byte), {packed} packed ({before / packed:.1f}x)")
     finish(module)

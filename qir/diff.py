@@ -217,6 +217,17 @@ def _quant_changes(qa: QuantType, qb: QuantType) -> list[str]:
         out.append(f"storage {sa} → {sb}")
     if qa.expressed != qb.expressed:
         out.append(f"expressed type {qa.expressed} → {qb.expressed}")
+    if qa.levels != qb.levels:
+        def table(q):
+            return ("uniform" if q.levels is None
+                    else q.codebook_name or f"a codebook of {len(q.levels)} levels")
+        same = qa.levels is not None and qb.levels is not None and \
+            len(qa.levels) == len(qb.levels)
+        out.append(f"codebook: {table(qa)} → {table(qb)}" + (
+            f" (largest level change {max(abs(x - y) for x, y in zip(qa.levels, qb.levels)):.4g})"
+            if same else ""))
+    if qa.pow2 != qb.pow2:
+        out.append("power-of-two scales " + ("dropped" if qa.pow2 else "taken"))
     if (qa.axis, qa.block_size) != (qb.axis, qb.block_size) or \
             len(qa.scales) != len(qb.scales):
         out.append(f"granularity: {_granularity(qa)} → {_granularity(qb)}")

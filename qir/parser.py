@@ -17,7 +17,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 from qir.diagnostics import QirError, QirSyntaxError
 from qir.ir import Function, Location, Module, Op
 from qir.registry import has_op, get_op
-from qir.types import QuantType, TensorType, numpy_dtype
+from qir.types import CODEBOOKS, QuantType, TensorType, numpy_dtype
 
 # Readable names for the grammar's terminals, used in "expected ..." messages.
 _TERMINAL_NAMES = {
@@ -161,7 +161,11 @@ class _Builder:
         return ty
 
     def quant_type(self, tree: Tree) -> QuantType:
-        storage, expressed, axis_node, params = tree.children
+        codebook = tree.data == "codebook_type"
+        if codebook:
+            storage, expressed, axis_node, table, params = tree.children
+        else:
+            storage, expressed, axis_node, params = tree.children
         st_tok, lo, hi = storage.children
         lo_v = self.signed_int(lo) if lo is not None else None
         hi_v = self.signed_int(hi) if hi is not None else None
@@ -171,16 +175,36 @@ class _Builder:
         elif axis_node.children and axis_node.children[0] is not None:
             axis = int(axis_node.children[0])
         pairs = params.children if params.data == "param_list" else [params]
-        scales, zps = [], []
+        scales, zps, pow2 = [], [], []
         for p in pairs:
             s, z = p.children
-            scales.append(float(self.number(s)))
+            if isinstance(s, Token) and s.type == "POW2":
+                scales.append(2.0 ** int(s.value[2:]))
+                pow2.append(True)
+            else:
+                scales.append(float(self.number(s)))
+                pow2.append(False)
             zps.append(self.signed_int(z) if z is not None else 0)
+        kind = "!quant.codebook" if codebook else "!quant.uniform"
         if axis is None and params.data == "param_list":
-            raise _SemanticError("a list of scales needs a quantization axis, e.g. "
-                                 "!quant.uniform<i8:f32:0, {...}>", tree)
+            raise _SemanticError(f"a list of scales needs a quantization axis, e.g. "
+                                 f"{kind}<i8:f32:0, {{...}}>", tree)
+        if any(pow2) and not all(pow2):
+            raise _SemanticError("write every scale of a power-of-two type as 2^k, or none",
+                                 tree)
+        levels = None
+        if codebook:
+            if table.data == "named_codebook":
+                name = table.children[0].value
+                if name not in CODEBOOKS:
+                    raise _SemanticError(f"unknown codebook '{name}' (built in: "
+                                         f"{', '.join(CODEBOOKS)}; or a table [l0, l1, ...])",
+                                         table.children[0])
+                levels = CODEBOOKS[name]
+            else:
+                levels = tuple(float(self.number(x)) for x in table.children)
         q = QuantType(st_tok.value, expressed.value, tuple(scales), tuple(zps), lo_v, hi_v,
-                      axis, block)
+                      axis, block, levels, bool(pow2) and all(pow2))
         try:
             q.validate()
         except QirError as e:

@@ -22,6 +22,8 @@ def quant_short(q: QuantType) -> str:
     [0.003115, 0.006357]`."""
     storage = q.storage if q.has_default_range() else \
         f"{q.storage}<{q.storage_min}:{q.storage_max}>"
+    if q.is_codebook:
+        storage += f" {q.codebook_name or f'codebook[{len(q.levels)}]'}"
     if q.is_per_tensor:
         zp = f" zp={q.zero_point}" if q.zero_point else ""
         return f"{storage} s={num(q.scale)}{zp}"
@@ -47,9 +49,21 @@ def real_range(q: QuantType) -> tuple[float, float] | None:
 
 
 def describe_quant(q: QuantType) -> str:
-    """One sentence: storage, granularity, scale(s), zero point(s), real range."""
+    """One sentence: storage, granularity, scale(s), zero point(s), real range (for a
+    codebook: its table; power-of-two scales say so)."""
     storage = q.storage if q.has_default_range() else \
         f"{q.storage} in [{q.storage_min}, {q.storage_max}]"
+    if q.is_codebook:
+        table = (f"codebook {q.codebook_name} ({len(q.levels)} levels)" if q.codebook_name
+                 else f"codebook of {len(q.levels)} levels")
+        grain = ("per-tensor" if q.is_per_tensor else "per-axis" if q.block_size is None
+                 else f"per-group (blocks of {q.block_size})")
+        where = "" if q.is_per_tensor else f" along axis {q.axis}"
+        return (f"{storage} indices into a {table} in [{num(q.levels[0])}, "
+                f"{num(q.levels[-1])}], value = level × scale, {grain}{where}, "
+                f"{len(q.scales)} scale(s) in [{min(q.scales):.6g}, {max(q.scales):.6g}]")
+    if q.pow2:
+        storage += " (power-of-two scales: requantize is a shift)"
     if q.is_per_tensor:
         lo, hi = real_range(q)
         return (f"{storage} per-tensor, scale {q.scale:.6g}, zero point {q.zero_point}, "

@@ -7,6 +7,7 @@ printed with the shortest text that parses back to the same value.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -19,16 +20,26 @@ def format_scale_zp(scale: float, zp: int) -> str:
 
 
 def format_quant_type(q: QuantType) -> str:
+    """`!quant.uniform<i8:f32:0, {0.1, 0.2:3}>`; power-of-two scales as `2^-5`;
+    `!quant.codebook<u4:f32:{1:64}, nf4, {0.5, 0.25}>` (a table: `[l0, l1, ...]`)."""
     storage = q.storage
     if not q.has_default_range():
         storage += f"<{q.storage_min}:{q.storage_max}>"
     head = f"{storage}:{q.expressed}"
-    pairs = [format_scale_zp(s, z) for s, z in zip(q.scales, q.zero_points)]
-    if q.axis is None:
-        return f"!quant.uniform<{head}, {pairs[0]}>"
-    if q.block_size is None:
-        return f"!quant.uniform<{head}:{q.axis}, {{{', '.join(pairs)}}}>"
-    return f"!quant.uniform<{head}:{{{q.axis}:{q.block_size}}}, {{{', '.join(pairs)}}}>"
+    if q.axis is not None:
+        head += f":{q.axis}" if q.block_size is None else f":{{{q.axis}:{q.block_size}}}"
+    if q.is_codebook:
+        table = q.codebook_name or "[" + ", ".join(format_float(x) for x in q.levels) + "]"
+        scales = [format_float(s) for s in q.scales]
+        body = scales[0] if q.axis is None else "{" + ", ".join(scales) + "}"
+        return f"!quant.codebook<{head}, {table}, {body}>"
+    if q.pow2:
+        pairs = [f"2^{math.frexp(s)[1] - 1}" + (f":{z}" if z else "")
+                 for s, z in zip(q.scales, q.zero_points)]
+    else:
+        pairs = [format_scale_zp(s, z) for s, z in zip(q.scales, q.zero_points)]
+    body = pairs[0] if q.axis is None else "{" + ", ".join(pairs) + "}"
+    return f"!quant.uniform<{head}, {body}>"
 
 
 def format_type(ty: TensorType, aliases: dict[QuantType, str] | None = None) -> str:

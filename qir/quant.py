@@ -37,6 +37,8 @@ def quantize_values(x: np.ndarray, ty: TensorType) -> np.ndarray:
     scale, zp = quant_params(q, ty.shape)
     x32 = np.asarray(x).astype(np.float32, copy=False)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if q.is_codebook:
+            return codebook_indices(x32 / scale, q.levels).astype(ty.dtype)
         if q.is_fp8:
             limit = np.float32(q.qmax)
             return np.clip(x32 / scale, -limit, limit).astype(ty.dtype)
@@ -48,10 +50,23 @@ def quantize_values(x: np.ndarray, ty: TensorType) -> np.ndarray:
         return np.clip(r + zp, q.storage_min, q.storage_max).astype(ty.dtype)
 
 
+def codebook_indices(v: np.ndarray, levels) -> np.ndarray:
+    """The index of the level nearest each float32 value (ties: the lower level; NaN:
+    the level nearest 0), as int64."""
+    table = np.asarray(levels, np.float32)
+    mids = ((table[:-1].astype(np.float64) + table[1:]) / 2).astype(np.float32)
+    idx = np.searchsorted(mids, np.asarray(v, np.float32), side="left")
+    return np.where(np.isnan(v), int(np.argmin(np.abs(table))), idx).astype(np.int64)
+
+
 def dequantize_values(q: np.ndarray, ty: TensorType) -> np.ndarray:
     """Stored values of quantized type `ty` as float32 reals: float32(q - zp) * float32(s),
-    q - zp exact in integers (the qir.dequantize rule)."""
+    q - zp exact in integers (the qir.dequantize rule); for a codebook type
+    float32(levels[q]) * float32(s)."""
     scale, zp = quant_params(ty.quant, ty.shape)
+    if ty.quant.is_codebook:
+        table = np.asarray(ty.quant.levels, np.float32)
+        return table[np.clip(q.astype(np.int64), 0, len(table) - 1)] * scale
     if ty.quant.is_fp8:
         return q.astype(np.float32) * scale
     return (q.astype(np.int64) - zp).astype(np.float32) * scale

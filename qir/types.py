@@ -2,7 +2,10 @@
 
 A `TensorType` is a static shape plus an element type. The element type is either a
 plain scalar name (`f32`, `i8`, ...) or a `QuantType`, which carries everything needed
-to map stored integers back to reals: real = scale * (q - zero_point).
+to map stored integers back to reals: real = scale * (q - zero_point) for the uniform
+(linear) types, real = levels[q] * scale for codebook (non-linear) types,
+`!quant.codebook<...>`: the stored integer indexes a table of levels (NF4's 16 normal
+quantiles, or a table a pass learned), scaled per tensor, channel or group.
 """
 
 from __future__ import annotations
@@ -34,6 +37,15 @@ INT_RANGES = {
 QUANT_STORAGE = ("i32", "i16", "i8", "u8", "i4", "u4", "f8e4m3", "f8e5m2")
 FP8_MAX = {"f8e4m3": 448.0, "f8e5m2": 57344.0}
 QUANT_EXPRESSED = ("f32", "f16", "bf16")
+# Codebooks: storage of the indices, and the built-in tables by name. NF4 (Dettmers et
+# al. 2023, QLoRA): 16 levels at quantiles of N(0, 1) scaled to [-1, 1], with an exact 0.
+CODEBOOK_STORAGE = ("u4", "u8")
+NF4_LEVELS = (-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+              -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+              0.07958029955625534, 0.16093020141124725, 0.24611230194568634,
+              0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+              0.7229568362236023, 1.0)
+CODEBOOKS = {"nf4": tuple(float(np.float32(x)) for x in NF4_LEVELS)}
 
 
 def numpy_dtype(elem: str | QuantType) -> np.dtype:
@@ -100,6 +112,8 @@ class QuantType:
     storage_max: int | None = None
     axis: int | None = None
     block_size: int | None = None
+    levels: tuple[float, ...] | None = None  # a codebook type's table (float32 values)
+    pow2: bool = False  # uniform scales are powers of two, written 2^k
 
     def __post_init__(self):
         # Normalise the storage range: None means the full range of the storage type.
@@ -111,6 +125,9 @@ class QuantType:
                 object.__setattr__(self, "storage_max", hi)
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
         object.__setattr__(self, "zero_points", tuple(int(z) for z in self.zero_points))
+        if self.levels is not None:
+            object.__setattr__(self, "levels",
+                               tuple(float(np.float32(x)) for x in self.levels))
 
     # --- convenience -------------------------------------------------------------
     @property
@@ -128,6 +145,15 @@ class QuantType:
     @property
     def is_fp8(self) -> bool:
         return self.storage in FP8_MAX
+
+    @property
+    def is_codebook(self) -> bool:
+        return self.levels is not None
+
+    @property
+    def codebook_name(self) -> str | None:
+        """The built-in table this codebook's levels are (`nf4`), or None."""
+        return next((k for k, v in CODEBOOKS.items() if v == self.levels), None)
 
     @property
     def scale(self) -> float:
@@ -157,7 +183,8 @@ class QuantType:
 
     def with_params(self, scales, zero_points) -> QuantType:
         return QuantType(self.storage, self.expressed, tuple(scales), tuple(zero_points),
-                         self.storage_min, self.storage_max, self.axis, self.block_size)
+                         self.storage_min, self.storage_max, self.axis, self.block_size,
+                         self.levels, self.pow2)
 
     def validate(self, shape: tuple[int, ...] | None = None) -> None:
         """Raise QirTypeError when parameters are inconsistent (and with `shape`, if the
@@ -175,6 +202,16 @@ class QuantType:
                                    f"is not inside {self.storage}'s range <{lo}:{hi}>")
         elif self.storage_min is not None or self.storage_max is not None:
             raise QirTypeError(f"{self.storage} storage takes no <min:max> range")
+        if self.levels is not None:
+            self._validate_codebook()
+        if self.pow2:
+            if self.is_codebook or self.is_fp8:
+                raise QirTypeError("power-of-two scales are an option of uniform integer "
+                                   "types")
+            for s in self.scales:
+                if not (s > 0 and math.isfinite(s) and math.frexp(s)[0] == 0.5):
+                    raise QirTypeError(f"scale {format_float(s)} of a power-of-two type is "
+                                       "not a power of two")
         if not self.scales:
             raise QirTypeError("quant type has no scales")
         if len(self.scales) != len(self.zero_points):
@@ -215,6 +252,24 @@ class QuantType:
             if len(self.scales) != want:
                 raise QirTypeError(f"per-group quant type needs {want} scales for shape "
                                    f"{list(shape)}, got {len(self.scales)}")
+
+    def _validate_codebook(self) -> None:
+        if self.storage not in CODEBOOK_STORAGE:
+            raise QirTypeError(f"codebook indices are stored as {' or '.join(CODEBOOK_STORAGE)}"
+                               f", got '{self.storage}'")
+        n = len(self.levels)
+        if not 2 <= n <= self.storage_max + 1:
+            raise QirTypeError(f"a codebook stored as {self.storage} has 2 to "
+                               f"{self.storage_max + 1} levels, got {n}")
+        if not self.has_default_range():
+            raise QirTypeError("a codebook type takes no <min:max> range (its table "
+                               "sets the indices)")
+        if any(not math.isfinite(x) for x in self.levels):
+            raise QirTypeError("codebook levels must be finite")
+        if any(b <= a for a, b in zip(self.levels, self.levels[1:])):
+            raise QirTypeError("codebook levels must be strictly increasing")
+        if any(z != 0 for z in self.zero_points):
+            raise QirTypeError("a codebook type has no zero points (value = level × scale)")
 
     def group_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of the scale grid of a per-group type for a tensor of `shape`. A block

@@ -71,6 +71,10 @@ def _verify_function(module: Module, fn: Function, diags: list[Diagnostic]) -> N
             err(f"returned value #{i} %{v.name} is not defined in @{fn.name}")
 
 
+# The ops a codebook-typed value may meet: stored weights and their dequantize.
+CODEBOOK_OPS = ("qir.param", "qir.constant", "qir.dequantize")
+
+
 def _verify_op(module: Module, op: Op, err) -> None:
     if not has_op(op.name):
         err(f"unknown op '{op.name}'", op)
@@ -103,6 +107,13 @@ def _verify_op(module: Module, op: Op, err) -> None:
         except QirError as e:
             err(f"result %{r.name}: {e}", op)
             return
+    if op.name not in CODEBOOK_OPS:
+        for v in list(op.operands) + list(op.results):
+            if v.type.is_quantized and v.type.quant.is_codebook:
+                err(f"{op.name}: %{v.name} has a codebook type ({v.type.quant}); codebook "
+                    f"values live in {', '.join(CODEBOOK_OPS)} (weights): dequantize them "
+                    "before use", op)
+                return
     for i, v in enumerate(op.operands):
         if v.type.is_quantized and opdef.category == "float":
             err(f"{op.name} takes float tensors; operand #{i} %{v.name} is quantized "

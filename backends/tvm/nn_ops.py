@@ -105,9 +105,10 @@ def _dense(op, bb, x, weight, params, transposed: bool):
 
 
 def stored_weight(v, params, transposed: bool = False):
-    """(q [N, K], scales [N, G], group, format) of `v` = dequantize(param) with int8, int4
-    or fp8 storage and zero points 0, per tensor, per output channel or per group of K
-    (q: the stored values; fp8 codes as uint8) — weight_dense's operands; else None."""
+    """(q [N, K], scales [N, G], group, format, levels) of `v` = dequantize(param) with
+    int8, int4, fp8 or codebook storage and zero points 0, per tensor, per output channel
+    or per group of K (q: the stored values; fp8 codes and codebook indices as uint8;
+    levels: a codebook's table, else None) — weight_dense's operands; else None."""
     from qir.quant import quant_params
 
     op = v.owner
@@ -117,7 +118,8 @@ def stored_weight(v, params, transposed: bool = False):
     if src.owner is None or src.owner.name != "qir.param" or src.owner.attr("name") not in params:
         return None
     qt = src.type.quant
-    fmt = {"i8": "i8", "i4": "i4", "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2"}.get(
+    fmt = ({"u4": "cb4", "u8": "cb8"} if qt.is_codebook else {
+        "i8": "i8", "i4": "i4", "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2"}).get(
         qt.storage)
     scale, zp = quant_params(qt, src.type.shape)
     if fmt is None or np.any(zp != 0):
@@ -133,8 +135,13 @@ def stored_weight(v, params, transposed: bool = False):
         group = q.shape[1]
     else:
         return None
-    return (q.view(np.uint8) if fmt.startswith("float8") else q.astype(np.int8),
-            np.ascontiguousarray(s[:, ::group], np.float32), group, fmt)
+    if qt.is_codebook:
+        q = q.astype(np.uint8)
+    elif fmt.startswith("float8"):
+        q = q.view(np.uint8)
+    else:
+        q = q.astype(np.int8)
+    return q, np.ascontiguousarray(s[:, ::group], np.float32), group, fmt, qt.levels
 
 
 def constant_weight(v, params) -> np.ndarray | None:

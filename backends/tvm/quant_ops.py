@@ -69,8 +69,14 @@ def _squeeze(a: np.ndarray) -> np.ndarray:
 
 
 def dequantize_values(bb, q: relax.Expr, ty: TensorType) -> relax.Expr:
-    """float32(q - zp) * float32(s), q - zp exact in integers."""
+    """float32(q - zp) * float32(s), q - zp exact in integers; a codebook type:
+    float32(levels[q]) * float32(s) (indices past the table read its last level)."""
     scale, zp = quant_consts(ty)
+    if ty.quant.is_codebook:
+        table = np.asarray(ty.quant.levels, np.float32)
+        idx = bb.emit(R.clip(R.astype(q, "int32"), 0, len(table) - 1))
+        vals = bb.emit(R.take(const(table, "float32"), idx, axis=0))
+        return bb.emit(R.multiply(vals, const(_squeeze(scale), "float32")))
     if ty.quant.is_fp8:
         from backends.tvm.fp8 import decode_fp8
 

@@ -37,6 +37,9 @@ EXAMPLE_WARNING = ("warning: no --calib given: calibrating on the example inputs
                    "CALIB.npz (arrays keyed by input name, leading axis = samples)")
 
 
+SCHEMES = ("int8", "w4a16", "w8a16", "nf4", "fp8", "dynamic")  # the scheme flags
+
+
 def register(sub) -> None:
     p = sub.add_parser("compile", help="compile a model: import, pass pipeline, codegen",
                        description=__doc__.split("\n\n")[0])
@@ -53,6 +56,8 @@ def register(sub) -> None:
     p.add_argument("--w4a16", action="store_true", help="int4 group-wise weights, float "
                    "activations (weight-only)")
     p.add_argument("--w8a16", action="store_true", help="int8 weights, float activations")
+    p.add_argument("--nf4", action="store_true", help="NF4 (4-bit NormalFloat codebook) "
+                   "group-wise weights, float activations (weight-only; groups of 64)")
     p.add_argument("--fp8", action="store_true", help="fp8 weights and activations "
                    "(e4m3; see --fp8-format)")
     p.add_argument("--fp8-format", choices=("e4m3", "e5m2"), default=None,
@@ -165,7 +170,7 @@ def manifest(module, args, pipeline: str, outdir: Path, model_path: Path) -> dic
         "arch": args.arch if args.target == "cuda" else None,
         "pipeline": pipeline,
         "int8": bool(args.int8),
-        "scheme": next((f for f in ("int8", "w4a16", "w8a16", "fp8", "dynamic")
+        "scheme": next((f for f in SCHEMES
                         if getattr(args, f)), "float"),
         "inputs": [tensor(a, a.name) for a in fn.args],
         "outputs": [tensor(v, v.name) for v in fn.outputs],
@@ -204,15 +209,15 @@ def _min_sqnr(args) -> float | None:
 
 def scheme_pipeline(args) -> str:
     """The pipeline the scheme flags ask for (docs/methods.md)."""
-    schemes = [f for f in ("int8", "w4a16", "w8a16", "fp8", "dynamic") if getattr(args, f)]
+    schemes = [f for f in SCHEMES if getattr(args, f)]
     if len(schemes) > 1:
-        raise QirError("choose one of --int8, --w4a16, --w8a16, --fp8, --dynamic")
+        raise QirError("choose one of --int8, --w4a16, --w8a16, --nf4, --fp8, --dynamic")
     min_sqnr = _min_sqnr(args)
     if (args.smoothquant or min_sqnr is not None) and schemes != ["int8"]:
         raise QirError("--smoothquant, --min-sqnr and --max-drop apply to --int8")
-    weight_only = schemes in (["w4a16"], ["w8a16"])
+    weight_only = schemes in (["w4a16"], ["w8a16"], ["nf4"])
     if not weight_only and (args.group_size is not None or args.method is not None):
-        raise QirError("--group-size and --method apply to --w4a16 and --w8a16")
+        raise QirError("--group-size and --method apply to --w4a16, --w8a16 and --nf4")
     if args.fp8_format is not None and schemes != ["fp8"]:
         raise QirError("--fp8-format applies to --fp8")
     if not schemes:
@@ -223,8 +228,9 @@ def scheme_pipeline(args) -> str:
 
         return PIPELINES["fp8-e4m3"].replace("fp8{format=e4m3}", "fp8{format=e5m2}")
     if weight_only:
-        bits = 4 if scheme == "w4a16" else 8
-        group = args.group_size if args.group_size is not None else (128 if bits == 4 else 0)
+        bits = 8 if scheme == "w8a16" else 4
+        group = args.group_size if args.group_size is not None else {
+            "w4a16": 128, "w8a16": 0, "nf4": 64}[scheme]
         method = args.method or ("gptq" if args.calib else "rtn")
         if method != "rtn" and not args.calib:
             raise QirError(f"--method {method} needs calibration data: pass --calib "
@@ -234,6 +240,7 @@ def scheme_pipeline(args) -> str:
         from passes.builtin import PIPELINES
 
         stage = (f"weight-only{{bits={bits},group-size={group}"
+                 f"{',format=nf4' if scheme == 'nf4' else ''}"
                  f"{'' if method == 'rtn' else f',{method}=true'}}}")
         return re.sub(r"weight-only\{[^}]*\}", stage, PIPELINES[scheme])
     if scheme != "int8":
@@ -371,7 +378,7 @@ def run(args) -> int:
         (tmp / "manifest.json").write_text(json.dumps(info, indent=2) + "\n")
     for note in ctx.notes:
         print(f"note: {note}", file=sys.stderr)
-    scheme = next((f for f in ("int8", "w4a16", "w8a16", "fp8", "dynamic") if getattr(args, f)),
+    scheme = next((f for f in SCHEMES if getattr(args, f)),
                   "float")
     print(f"wrote {out} ({args.target}, {scheme})", file=sys.stderr)
     return 0

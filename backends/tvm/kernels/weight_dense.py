@@ -1,8 +1,9 @@
-"""Float32 dense kernels whose constant weights stay stored as int8, packed int4 or fp8
-and are dequantized in registers (the weight-only and fp8 schemes), bit for bit the
-numpy interpreter's `linear {accumulate = "sequential"}` (docs/semantics.md):
+"""Float32 dense kernels whose constant weights stay stored as int8, packed int4, fp8 or
+codebook indices and are dequantized in registers (the weight-only and fp8 schemes), bit
+for bit the numpy interpreter's `linear {accumulate = "sequential"}` (docs/semantics.md):
 
     w[n, k] = float32(q[n, k]) * s[n, k // group]   (the qir.dequantize rule, zp = 0)
+    w[n, k] = table[q[n, k]] * s[n, k // group]     (a codebook: NF4, k-means)
     y[m, n] = ((0 + x[m, 0] * w[n, 0]) + x[m, 1] * w[n, 1]) + ...  each product rounded
 
 Operands: x [M, K] float32; the weights packed by `pack` into tiles of `cols` output
@@ -13,6 +14,9 @@ one contiguous run of bytes:
   v * lanes + l of an even vector v in its low nibble and of vector v + 1 in its high
   nibble (both two's complement), so one vector load of bytes serves two vectors of
   weights (sign extension and two shifts unpack them);
+- 4-bit codebook indices (`cb4`): as int4, unsigned nibbles; 8-bit (`cb8`): as int8.
+  The table is an operand (16 or 256 float32 entries, the last level repeated past
+  the codebook's end), read by the index: a gather;
 - scales [N/cols, ceil(K/group), cols] float32 (one group: per output channel).
 Padded channels have zero weights and scales, and are not written out.
 
@@ -48,7 +52,8 @@ from backends.tvm.kernels.common import (
     schedule_repack,
 )
 
-FORMATS = ("i8", "i4", "float8_e4m3fn", "float8_e5m2")
+FORMATS = ("i8", "i4", "float8_e4m3fn", "float8_e5m2", "cb4", "cb8")
+TABLE = {"cb4": 16, "cb8": 256}  # codebook formats: table entries
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,10 @@ def pack(q: np.ndarray, scales: np.ndarray, fmt: str, tile: Tile
     n, k = q.shape
     cols = tile.cols
     nt = ceil_div(n, cols)
-    wide = np.zeros((nt * cols, k), np.int8 if fmt != "i4" else np.int16)
-    wide[:n] = q.view(np.int8) if q.dtype == np.uint8 else q
+    wide = np.zeros((nt * cols, k), np.int8 if fmt not in ("i4", "cb4") else np.int16)
+    wide[:n] = q.view(np.int8) if q.dtype == np.uint8 and fmt != "cb4" else q
     tiles = wide.reshape(nt, cols, k).transpose(0, 2, 1)  # [nt, K, cols]
-    if fmt == "i4":
+    if fmt in ("i4", "cb4"):
         lanes = tile.lanes
         v = tiles.reshape(nt, k, tile.vecs // 2, 2, lanes)
         lo, hi = v[:, :, :, 0, :] & 0xF, v[:, :, :, 1, :] & 0xF
@@ -98,9 +103,16 @@ def pack(q: np.ndarray, scales: np.ndarray, fmt: str, tile: Tile
             np.ascontiguousarray(s.reshape(nt, cols, -1).transpose(0, 2, 1)))
 
 
-def _weight(w: te.Tensor, s: te.Tensor, fmt: str, group: int, tile: Tile, t, kk, c):
+def _weight(w: te.Tensor, s: te.Tensor, tab: te.Tensor | None, fmt: str, group: int,
+            tile: Tile, t, kk, c):
     """The dequantized float32 weight of tile t, step kk, column c."""
-    if fmt == "i4":
+    if fmt == "cb4":
+        lanes = tile.lanes
+        b = w[t, kk, (c // (2 * lanes)) * lanes + c % lanes].astype("int32")
+        q = tab[(b >> (4 * ((c // lanes) % 2))) & 0xF]
+    elif fmt == "cb8":
+        q = tab[w[t, kk, c].astype("int32") & 0xFF]
+    elif fmt == "i4":
         lanes = tile.lanes
         b = w[t, kk, (c // (2 * lanes)) * lanes + c % lanes].astype("int32")
         q = ((b << (28 - 4 * ((c // lanes) % 2))) >> 28).astype("float32")
@@ -122,17 +134,18 @@ def weight_dense_func(m: int, n: int, k: int, fmt: str, group: int, tile: Tile
     cols, nt, groups = tile.cols, ceil_div(n, tile.cols), ceil_div(k, group)
     mp = ceil_div(m, tile.rows) * tile.rows
     x = te.placeholder((m, k), "float32", name="x")
-    w = te.placeholder((nt, k, cols // 2 if fmt == "i4" else cols), "int8", name="w")
+    w = te.placeholder((nt, k, cols // 2 if fmt in ("i4", "cb4") else cols), "int8", name="w")
     s = te.placeholder((nt, groups, cols), "float32", name="s")
+    tab = te.placeholder((TABLE[fmt],), "float32", name="tab") if fmt in TABLE else None
     xp = x if mp == m else te.compute((mp, k), lambda i, kk: tirx.if_then_else(
         i < m, x[i, kk], tirx.const(0.0, "float32")), name="xp")
-    wf = te.compute((nt, k, cols), lambda t, kk, c: _weight(w, s, fmt, group, tile, t, kk, c),
-                    name="wf")
+    wf = te.compute((nt, k, cols),
+                    lambda t, kk, c: _weight(w, s, tab, fmt, group, tile, t, kk, c), name="wf")
     r = te.reduce_axis((0, k), "k")
     acc = te.compute((mp, nt, cols), lambda i, t, c: te.sum(
         rounded_product(xp[i, r], wf[t, r, c]), axis=r), name="acc")
     y = te.compute((m, n), lambda i, j: acc[i, j // cols, j % cols], name="y")
-    sch = tvm.s_tir.Schedule(te.create_prim_func([x, w, s, y]))
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, w, s] + ([tab] if tab is not None else []) + [y]))
     parallel = m * n * k >= PARALLEL_WORK
     if mp != m:  # rows padded with zeros, copied apart from the product loops
         schedule_repack(sch, "xp", 1, parallel)
@@ -190,11 +203,12 @@ def _prefetch(sch: tvm.s_tir.Schedule, tile_loop, k_loop, k: int) -> None:
 
 
 def weight_dense(bb: relax.BlockBuilder, x: relax.Expr, q: np.ndarray, scales: np.ndarray,
-                 group: int, fmt: str) -> relax.Expr | None:
+                 group: int, fmt: str, levels: tuple[float, ...] | None = None
+                 ) -> relax.Expr | None:
     """x[..., k] @ w^T in float32 with w[n, k] = float32(q) * scales[n, k // group]
-    dequantized in the kernel (q: stored values [N, K], int8, or fp8 bytes as uint8;
-    scales [N, ceil(K / group)]); None when it does not apply (not an AVX2 llvm target,
-    x not float32)."""
+    (a codebook format: levels[q] * scales[...]) dequantized in the kernel (q: stored
+    values [N, K], int8, fp8 bytes or codebook indices as uint8; scales [N, ceil(K /
+    group)]); None when it does not apply (not an AVX2 llvm target, x not float32)."""
     target = kernel_target()
     shape = shape_of(x)
     if (target is None or fmt not in FORMATS or dtype_of(x) != "float32" or q.ndim != 2
@@ -210,6 +224,10 @@ def weight_dense(bb: relax.BlockBuilder, x: relax.Expr, q: np.ndarray, scales: n
         return None
     packed, packed_scales = pack(q, scales, fmt, tile)
     x2 = bb.emit(R.reshape(x, (m, k))) if len(shape) != 2 else x
-    y = call_kernel(bb, func, [x2, const(packed, "int8"), const(packed_scales, "float32")],
-                    (m, n), "float32")
+    operands = [x2, const(packed, "int8"), const(packed_scales, "float32")]
+    if fmt in TABLE:  # the table, its last level repeated (numpy clips indices to it)
+        table = np.full(TABLE[fmt], levels[-1], np.float32)
+        table[:len(levels)] = levels
+        operands.append(const(table, "float32"))
+    y = call_kernel(bb, func, operands, (m, n), "float32")
     return bb.emit(R.reshape(y, shape[:-1] + (n,))) if len(shape) != 2 else y

@@ -1,6 +1,6 @@
 """The weight-dequantizing dense kernels (backends/tvm/kernels/weight_dense.py) against
 the numpy interpreter, bit for bit: `linear`/`matmul {accumulate = "sequential"}` on
-dequantize(int8, int4 or fp8 parameter), per tensor, per channel and per group (groups
+dequantize(int8, int4, fp8 or codebook parameter: NF4, a 200-level table), per tensor, per channel and per group (groups
 that do not divide K), decoding one row or many (rows not a multiple of the tile), on
 the AVX2 (ymm) and AVX-512 (zmm) builds; the fallbacks where the kernel does not apply;
 and whole zoo transformers in every weight-quantized scheme."""
@@ -16,13 +16,17 @@ from tvm_helpers import family_target, needs_vnni
 import qir
 from backends.numpy import run
 from backends.tvm import build, to_relax
-from qir.types import QuantType, TensorType
+from qir.types import CODEBOOKS, QuantType, TensorType
 
 QMAX = {"i4": 7, "i8": 127}
 FP8 = {"f8e4m3": ml_dtypes.float8_e4m3fn, "f8e5m2": ml_dtypes.float8_e5m2}
+CODEBOOK = {"nf4": ("u4", CODEBOOKS["nf4"]),  # storage, levels
+            "cb200": ("u8", tuple(np.sort(np.random.default_rng(9).standard_normal(200))))}
 
 
 def stored(storage: str, n: int, k: int, rng) -> np.ndarray:
+    if storage in CODEBOOK:
+        return rng.integers(0, len(CODEBOOK[storage][1]), (n, k)).astype(np.uint8)
     if storage in FP8:
         return (rng.standard_normal((n, k)) * 4).astype(FP8[storage])
     return rng.integers(-QMAX[storage], QMAX[storage], (n, k), endpoint=True).astype(np.int8)
@@ -32,7 +36,9 @@ def weight_type(storage: str, shape, group, rng, transposed=False) -> QuantType:
     """Per tensor (group None), per output channel (0) or per `group` inputs."""
     n, k = shape if not transposed else shape[::-1]
     k_axis, n_axis = (0, 1) if transposed else (1, 0)
-    lo, hi = (None, None) if storage in FP8 else (-QMAX[storage], QMAX[storage])
+    lo, hi = (None, None) if storage in FP8 or storage in CODEBOOK else \
+        (-QMAX[storage], QMAX[storage])
+    storage, levels = CODEBOOK.get(storage, (storage, None))
     if group is None:
         count, axis, block = 1, None, None
     elif group == 0:
@@ -40,7 +46,7 @@ def weight_type(storage: str, shape, group, rng, transposed=False) -> QuantType:
     else:
         count, axis, block = n * -(-k // group), k_axis, group
     scales = tuple(float(s) for s in rng.uniform(0.001, 0.05, count).astype(np.float32))
-    return QuantType(storage, "f32", scales, (0,) * count, lo, hi, axis, block)
+    return QuantType(storage, "f32", scales, (0,) * count, lo, hi, axis, block, levels)
 
 
 def weight_module(specs: list[dict], seed: int = 0):
@@ -84,6 +90,9 @@ SPECS = [
     dict(x=(20, 24), n=40, storage="f8e5m2", group=None, bias=True),
     dict(x=(5, 64), n=20, storage="i4", group=64, op="matmul"),
     dict(x=(64, 130), n=256, storage="i4", group=64),  # parallel tiles
+    dict(x=(1, 96), n=40, storage="nf4", group=64),  # codebooks: one row, ragged group
+    dict(x=(9, 64), n=30, storage="nf4", group=0, bias=True),
+    dict(x=(4, 48), n=20, storage="cb200", group=None, op="matmul"),
 ]
 
 
@@ -126,7 +135,7 @@ def test_sequential_linear_without_the_kernel_stays_exact():
     """No AVX2 (or a weight in a non-constant argument): the plain sequential lowering,
     still the interpreter's bits; float weights take the float kernel with rounded
     products."""
-    module, inputs = weight_module(SPECS[:3] + SPECS[4:5])
+    module, inputs = weight_module(SPECS[:3] + SPECS[4:5] + SPECS[-3:])
     no_avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})
     assert kernel_names(module, no_avx2) == []
     assert_bit_equal(build(module, no_avx2).run(inputs), run(module, inputs))
@@ -172,7 +181,10 @@ def test_sequential_accumulation_is_the_documented_loop():
 
 
 @pytest.mark.parametrize("name", ["gpt_style", "bert_style"])
-@pytest.mark.parametrize("pipeline", ["w8a16", "w4a16", "fp8-e4m3"])
+@pytest.mark.parametrize("pipeline", [
+    "w8a16", "w4a16", "fp8-e4m3",
+    "canonicalize,weight-only{format=nf4,group-size=32},canonicalize",
+    "canonicalize,weight-only{format=kmeans,levels=256,group-size=0},canonicalize"])
 def test_weight_quantized_zoo_transformers_equal_the_interpreter(name, pipeline):
     """Every linear of the weight-only and fp8 schemes runs a weight kernel, and the
     whole model computes the interpreter's bits (docs/semantics.md)."""
