@@ -27,7 +27,7 @@ from qir.ir import Function, Module, Op
 from qir.ops.core import constant_array
 from qir.types import QuantType, TensorType
 
-from passes.quant_math import multiplier_value, quantize_multiplier
+from passes.quant_math import multiplier_value, shift_multiplier
 from passes.registry import register_pass
 from passes.rewrite import Rewriter, apply_patterns, pattern
 from passes.utils import eliminate_dead_code, make_constant, single_user
@@ -48,7 +48,7 @@ def _dq_to_q(op: Op, rw: Rewriter) -> bool:
         return True
     if a.axis is not None or b.axis is not None or a.is_fp8 or b.is_fp8:
         return False
-    m, e = quantize_multiplier(a.scale / b.scale)
+    m, e = shift_multiplier(a.scale / b.scale, a.pow2 and b.pow2)
     rq = rw.create_before(op, "qir.requantize", [x], {
         "multiplier": [m], "shift": [e], "input_zp": a.zero_point, "output_zp": b.zero_point,
         "clamp_min": b.storage_min, "clamp_max": b.storage_max, "prov": op.attr("prov")},
@@ -71,9 +71,11 @@ def _rq_of_rq(op: Op, rw: Rewriter) -> bool:
     if inner.attr("rounding") != op.attr("rounding"):
         return False
     m2 = multiplier_value(op.attr("multiplier")[0], op.attr("shift")[0])
+    # two rounding shifts make one when both are (power-of-two scales)
+    pure = op.attr("multiplier")[0] == 1 and set(inner.attr("multiplier")) == {1}
     mults, shifts = [], []
     for M, e in zip(inner.attr("multiplier"), inner.attr("shift")):
-        m, s = quantize_multiplier(multiplier_value(M, e) * m2)
+        m, s = shift_multiplier(multiplier_value(M, e) * m2, pure, op.attr("rounding"))
         mults.append(m)
         shifts.append(s)
     # the inner output zero point cancels against the outer input zero point

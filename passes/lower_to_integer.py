@@ -21,14 +21,13 @@ from typing import Annotated, Literal
 
 import numpy as np
 
-from qir.ir import Module, Op, Value
-from qir.types import QuantType, TensorType
-
 from passes.manager import PassContext
-from passes.quant_math import channel_bounds, quantize_bias, quantize_multiplier
+from passes.quant_math import channel_bounds, quantize_bias, quantize_multiplier, shift_multiplier
 from passes.registry import register_pass
 from passes.rewrite import Rewriter, apply_patterns, pattern
 from passes.utils import single_user
+from qir.ir import Module, Op, Value
+from qir.types import QuantType, TensorType
 
 INT_COMPUTE = {"qir.conv1d": "qir.qconv1d", "qir.conv2d": "qir.qconv2d",
                "qir.linear": "qir.qlinear", "qir.matmul": "qir.qmatmul"}
@@ -129,7 +128,8 @@ def _lower_compute(op: Op, rw: Rewriter, rounding: str, notes: list[str]) -> boo
     sw = list(wq.scales) if wq.axis is not None else [wq.scales[0]]
     mults, shifts = [], []
     for s in sw:
-        m, e = quantize_multiplier(xq.scale * s / out_q.scale)
+        m, e = shift_multiplier(xq.scale * s / out_q.scale,
+                                xq.pow2 and wq.pow2 and out_q.pow2, rounding)
         mults.append(m)
         shifts.append(e)
     axis = None
@@ -195,7 +195,8 @@ def _lower_elementwise(op: Op, rw: Rewriter, rounding: str) -> bool:
                  "rhs_shift": eb, **common}
         name = "qir.qadd"
     else:
-        m, e = quantize_multiplier(aq.scale * bq.scale / oq.scale)
+        m, e = shift_multiplier(aq.scale * bq.scale / oq.scale,
+                                aq.pow2 and bq.pow2 and oq.pow2, rounding)
         attrs = {"multiplier": m, "shift": e, "rounding": rounding, **common}
         name = "qir.qmul"
     new = rw.create_before(op, name, [a, b], attrs, [qout.result.type], loc=op.loc)

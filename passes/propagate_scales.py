@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import re
 
+from passes.quant_math import shift_multiplier
+from passes.registry import register_pass
+from passes.rewrite import Rewriter, apply_patterns, pattern
+from passes.utils import eliminate_dead_code
 from qir.builder import make_op
 from qir.diagnostics import QirError
 from qir.ir import Module, Op
 from qir.types import QuantType
-
-from passes.quant_math import quantize_multiplier
-from passes.registry import register_pass
-from passes.rewrite import Rewriter, apply_patterns, pattern
-from passes.utils import eliminate_dead_code
 
 SINKABLE = ("qir.reshape", "qir.permute", "qir.max_pool2d", "qir.pad", "qir.slice",
             "qir.split", "qir.gather", "qir.broadcast_to", "qir.relu", "qir.clamp")
@@ -123,7 +122,7 @@ def _align_concat(op: Op, rw: Rewriter) -> bool:
         if sq == out_q:
             aligned.append(s)
             continue
-        m, e = quantize_multiplier(sq.scale / out_q.scale)
+        m, e = shift_multiplier(sq.scale / out_q.scale, sq.pow2 and out_q.pow2)
         rq = rw.create_before(cat, "qir.requantize", [s], {
             "multiplier": [m], "shift": [e], "input_zp": sq.zero_point,
             "output_zp": out_q.zero_point, "clamp_min": out_q.storage_min,

@@ -34,6 +34,24 @@ def quantize_multiplier(m: float) -> tuple[int, int]:
     return int(big), int(e)
 
 
+def pow2_ceil(s: float) -> float:
+    """The least power of two >= s (s > 0): a power-of-two scale that still covers the
+    range s was chosen for."""
+    m, e = math.frexp(s)
+    return s if m == 0.5 else math.ldexp(1.0, e)
+
+
+def shift_multiplier(m: float, pow2: bool, rounding: str = "single") -> tuple[int, int]:
+    """quantize_multiplier(m); between power-of-two scales (`pow2`) under single rounding,
+    m = 2^k < 1 gives (1, k + 31) instead: y = (x + 2^(s - 1)) >> s with s = -k, a
+    rounding shift with no multiply (the same integers as (2^30, k + 1))."""
+    if pow2 and rounding == "single" and m > 0:
+        frac, e = math.frexp(m)
+        if frac == 0.5 and -62 <= e - 1 <= -1:
+            return 1, e - 1 + 31
+    return quantize_multiplier(m)
+
+
 def round_half_away(x: float) -> int:
     return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
 

@@ -28,28 +28,40 @@ from typing import Annotated, Literal
 
 import numpy as np
 
+from passes.manager import PassContext
+from passes.quant_math import (
+    channel_bounds,
+    pow2_ceil,
+    quantize_array,
+    quantize_bias,
+    storage_range,
+)
+from passes.registry import register_pass
+from passes.utils import constant_array, param_name
 from qir.builder import Builder
 from qir.diagnostics import QirError
 from qir.ir import Function, Module, Op, Value
 from qir.types import QuantType, TensorType
 
-from passes.manager import PassContext
-from passes.quant_math import channel_bounds, quantize_array, quantize_bias, storage_range
-from passes.registry import register_pass
-from passes.utils import constant_array, param_name
-
 COMPUTE = ("qir.conv1d", "qir.conv2d", "qir.linear", "qir.matmul")
 INT32_MAX = 2**31 - 1
 
 
-def activation_type(lo: float, hi: float, dtype: str, expressed: str = "f32") -> QuantType:
+def activation_type(lo: float, hi: float, dtype: str, expressed: str = "f32",
+                    pow2: bool = False) -> QuantType:
     """Per-tensor quant type for a calibrated range: asymmetric for i8/u8, symmetric
-    (zero point 0) for i16."""
+    (zero point 0) for i16. `pow2`: the scale rounded up to a power of two (the range
+    still fits), the zero point chosen again for it."""
     from passes.observers import quant_params_from_range
 
     qmin, qmax = storage_range(dtype)
-    scale, zp = quant_params_from_range(lo, hi, qmin, qmax, symmetric=(dtype == "i16"))
-    return QuantType(dtype, expressed, (scale,), (zp,))
+    symmetric = dtype == "i16"
+    scale, zp = quant_params_from_range(lo, hi, qmin, qmax, symmetric=symmetric)
+    if pow2:
+        scale = pow2_ceil(scale)
+        if not symmetric:
+            zp = int(np.clip(np.rint(qmin - min(float(lo), 0.0) / scale), qmin, qmax))
+    return QuantType(dtype, expressed, (scale,), (zp,), pow2=pow2)
 
 
 def _qdq(fn: Function, value: Value, anchor: Op, q: QuantType, name: str,
@@ -86,15 +98,18 @@ def _quantized_param(fn: Function, anchor: Op, data: np.ndarray, q: QuantType, n
     return b.value("qir.dequantize", [pv], names=[f"{name}_dq"])
 
 
-def _weight_type(w: np.ndarray, per_channel: bool) -> QuantType:
+def _weight_type(w: np.ndarray, per_channel: bool, pow2: bool = False) -> QuantType:
     from passes.observers import weight_scales
+
+    def fit(s):
+        return pow2_ceil(float(s)) if pow2 else float(s)
 
     if per_channel:
         scales = weight_scales(w, axis=0, qmax=127)
-        return QuantType("i8", "f32", tuple(float(s) for s in scales), (0,) * len(scales),
-                         -127, 127, axis=0)
-    scale = float(weight_scales(w, axis=None, qmax=127).reshape(-1)[0])
-    return QuantType("i8", "f32", (scale,), (0,), -127, 127)
+        return QuantType("i8", "f32", tuple(fit(s) for s in scales), (0,) * len(scales),
+                         -127, 127, axis=0, pow2=pow2)
+    scale = fit(weight_scales(w, axis=None, qmax=127).reshape(-1)[0])
+    return QuantType("i8", "f32", (scale,), (0,), -127, 127, pow2=pow2)
 
 
 def _accumulator_bound(xq: QuantType, wq_data: np.ndarray, op: Op) -> int:
@@ -119,8 +134,10 @@ def _fit_bias(w: np.ndarray, wtype: QuantType, b: np.ndarray, xq: QuantType, op:
     factor = np.ones(b.shape[0])
     for _ in range(8):  # rounding can leave a channel a hair over: widen again
         s = scales * (factor if per_channel else factor.max())
+        if wtype.pow2:
+            s = np.array([pow2_ceil(float(v)) for v in s])
         trial = QuantType("i8", "f32", tuple(float(v) for v in s), (0,) * len(s), -127, 127,
-                          axis=wtype.axis)
+                          axis=wtype.axis, pow2=wtype.pow2)
         wdata = quantize_array(w, trial)
         s_w = s if per_channel else np.full(b.shape[0], s[0])
         need = (np.abs(np.asarray(b, np.float64)) / (xq.scale * s_w)
@@ -133,7 +150,7 @@ def _fit_bias(w: np.ndarray, wtype: QuantType, b: np.ndarray, xq: QuantType, op:
 
 
 def _quantize_compute(fn: Function, op: Op, per_channel: bool, notes: list[str],
-                      bias_overflow: str = "widen") -> bool:
+                      bias_overflow: str = "widen", pow2: bool = False) -> bool:
     """Give a conv/linear/matmul with dequantized activations quantized weights/bias."""
     xq = _dequantized_input(op.operands[0])
     if xq is None:
@@ -145,12 +162,12 @@ def _quantize_compute(fn: Function, op: Op, per_channel: bool, notes: list[str],
         w = constant_array(op.operands[1])
         if w is None:
             return False
-        wtype = _weight_type(w.reshape(1, -1), per_channel=False)
+        wtype = _weight_type(w.reshape(1, -1), per_channel=False, pow2=pow2)
     else:
         w = constant_array(op.operands[1])
         if w is None:
             return False
-        wtype = _weight_type(w, per_channel)
+        wtype = _weight_type(w, per_channel, pow2)
     wdata = quantize_array(w, wtype)
     bound = _accumulator_bound(xq, wdata, op)
     b_arr = constant_array(op.operands[2]) if len(op.operands) > 2 else None
@@ -159,7 +176,8 @@ def _quantize_compute(fn: Function, op: Op, per_channel: bool, notes: list[str],
                      f"accumulator could reach {bound} with {xq.storage} inputs")
         return False
     how = ("per-channel symmetric max|w|/127 (axis 0)" if wtype.axis is not None else
-           "per-tensor symmetric max|w|/127")
+           "per-tensor symmetric max|w|/127") + (", rounded up to a power of two" if pow2
+                                                 else "")
     if b_arr is not None:
         s_w = np.asarray(wtype.scales, np.float64)
         if len(s_w) == 1:
@@ -189,7 +207,7 @@ def _quantize_compute(fn: Function, op: Op, per_channel: bool, notes: list[str],
         bscales = xq.scale * s_w
         bdata = quantize_bias(b_arr, bscales)
         btype = QuantType("i32", "f32", tuple(float(s) for s in bscales),
-                          (0,) * len(bscales), axis=0)
+                          (0,) * len(bscales), axis=0, pow2=xq.pow2 and wtype.pow2)
         bname = param_name(op.operands[2]) or op.operands[2].name
         op.set_operand(2, _quantized_param(fn, op, bdata, btype, f"{bname}.q", op.loc,
                                            "bias: s_in·s_w (input scale times weight "
@@ -212,6 +230,8 @@ def quantize(
     bias_overflow: Annotated[Literal["widen", "float"],
                              "a bias that leaves int32 with scale s_in·s_w: widen those "
                              "channels' weight scales, or keep the op float"] = "widen",
+    scales: Annotated[Literal["any", "pow2"], "pow2: every scale rounded up to a power of "
+                      "two (requantize becomes a shift)"] = "any",
 ) -> bool:
     """Turn calibrated observers into quantize/dequantize pairs and quantize weights and
     biases (TFLite int8 defaults)."""
@@ -239,7 +259,7 @@ def quantize(
                 why = (f"; i16 because of outlier channels ({ratio:.0f}x the median, "
                        f"threshold {outlier_threshold:g})")
             q = activation_type(lo, hi, dtype, src.type.elem if src.type.elem in
-                                ("f32", "f16", "bf16") else "f32")
+                                ("f32", "f16", "bf16") else "f32", pow2=scales == "pow2")
             dq = _qdq(fn, src, op, q, src.name, observer_prov(op, dtype) + why)
             fn.replace_all_uses(op.result, dq)
             fn.erase(op)
@@ -247,7 +267,7 @@ def quantize(
         for op in fn.walk():
             if op.name in COMPUTE:
                 changed |= _quantize_compute(fn, op, weights == "per-channel", ctx.notes,
-                                             bias_overflow)
+                                             bias_overflow, scales == "pow2")
     if changed:
         from passes.utils import eliminate_dead_code, prune_params
 

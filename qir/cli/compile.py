@@ -67,6 +67,9 @@ def register(sub) -> None:
                    "quantized at run time per tensor (linear layers)")
     p.add_argument("--smoothquant", action="store_true", help="with --int8: migrate "
                    "activation outliers into the weights first (SmoothQuant)")
+    p.add_argument("--pow2-scales", action="store_true", help="with --int8: every scale a "
+                   "power of two, so that each requantize is a rounding shift (integer-only "
+                   "accelerators); costs some accuracy (docs/methods.md)")
     p.add_argument("--min-sqnr", type=float, default=None, metavar="DB",
                    help="with --int8: keep the fewest layers float so that the output SQNR "
                    "on the calibration data is at least DB")
@@ -213,8 +216,9 @@ def scheme_pipeline(args) -> str:
     if len(schemes) > 1:
         raise QirError("choose one of --int8, --w4a16, --w8a16, --nf4, --fp8, --dynamic")
     min_sqnr = _min_sqnr(args)
-    if (args.smoothquant or min_sqnr is not None) and schemes != ["int8"]:
-        raise QirError("--smoothquant, --min-sqnr and --max-drop apply to --int8")
+    if (args.smoothquant or args.pow2_scales or min_sqnr is not None) and schemes != ["int8"]:
+        raise QirError("--smoothquant, --pow2-scales, --min-sqnr and --max-drop apply to "
+                       "--int8")
     weight_only = schemes in (["w4a16"], ["w8a16"], ["nf4"])
     if not weight_only and (args.group_size is not None or args.method is not None):
         raise QirError("--group-size and --method apply to --w4a16, --w8a16 and --nf4")
@@ -253,6 +257,8 @@ def scheme_pipeline(args) -> str:
     observe = ("insert-observers" if min_sqnr is None
                else f"mixed-precision{{min-sqnr={min_sqnr:.2f}}}")
     smooth = ["smoothquant"] if args.smoothquant else []
+    if args.pow2_scales:
+        stages = ["quantize{scales=pow2}" if s == "quantize" else s for s in stages]
     return ",".join(stages[:at] + smooth + [observe] + stages[at + 1:])
 
 

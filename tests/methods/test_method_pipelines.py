@@ -15,13 +15,15 @@ METHOD_PASSES = {
     "bias-correction": {"weights"},
     "equalize": {"iterations", "tolerance"},
     "smoothquant": {"alpha", "search", "threshold"},
-    "weight-only": {"bits", "group-size", "gptq", "damp", "awq"},
+    "weight-only": {"bits", "group-size", "gptq", "damp", "awq", "format", "levels"},
     "fp8": {"format", "granularity"},
     "dynamic-quant": {"granularity", "weights"},
     "quantize-bias": set(),
+    "kv-int8": {"margin"},
     "mixed-precision": {"min-sqnr", "max-float", "outliers"},
 }
-METHOD_PIPELINES = {"w4a16": "weight-only", "w8a16": "weight-only", "fp8-e4m3": "fp8",
+METHOD_PIPELINES = {"w4a16": "weight-only", "w8a16": "weight-only", "nf4": "weight-only",
+                    "fp8-e4m3": "fp8",
                     "int8-smooth": "smoothquant", "int8-dynamic": "dynamic-quant",
                     "int8-dfq": "equalize", "int8-qat": "quantize-bias"}
 
