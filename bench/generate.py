@@ -12,7 +12,8 @@ parameters. Every system computes the same two steps (frontends/causal_lm.py): a
 prefill of P = 64 prompt tokens, and one decode step with 64 tokens cached (KV cache of
 S = 256 slots). Systems:
 - qir: float, `--w8a16`, `--w4a16` (groups of 128, round to nearest: GPTQ changes the
-  weights, not the speed), `--w4a16 --kv-int8`, `--dynamic`, `--int8 --smoothquant`,
+  weights, not the speed), `--w4a16 --kv-int8`, `--nf4` (groups of 64), `--dynamic`,
+  `--int8 --smoothquant`,
   `--fp8`, each compiled for llvm, calibrated (where the scheme calibrates) on random
   token rows as `qir compile HF_DIR --calib` does;
 - torch fp32 eager: transformers' own decoding (its DynamicCache holding the 64 cached
@@ -39,7 +40,7 @@ from bench.run import Result, _ort_session, measure_interleaved, quiet_on_thread
 PREFILL = 64
 MAX_SEQ = 256
 SCHEMES = {"float": "optimize", "w8a16": "w8a16", "w4a16": "w4a16",
-           "w4a16 + int8 KV cache": "kv-int8,w4a16", "dynamic": "int8-dynamic",
+           "w4a16 + int8 KV cache": "kv-int8,w4a16", "nf4": "nf4", "dynamic": "int8-dynamic",
            "int8 SmoothQuant (W8A8)": "int8-smooth", "fp8 e4m3": "fp8-e4m3"}
 CALIB_ROWS = 4  # random token rows of 2 * PREFILL: prefill and decode calibration
 
@@ -75,7 +76,8 @@ def step_inputs(spec, rng) -> tuple[dict, dict]:
     return prefill, decode
 
 
-def qir_results(model, spec, module_for, prefill_in, decode_in, check) -> list[Result]:
+def qir_results(model, spec, module_for, prefill_in, decode_in, check,
+                schemes: dict[str, str] = SCHEMES) -> list[Result]:
     from backends.tvm import build
     from frontends.causal_lm import decode_batches, function_module, prefill_batches
     from passes import PassContext, PassManager
@@ -84,7 +86,7 @@ def qir_results(model, spec, module_for, prefill_in, decode_in, check) -> list[R
     rows = list(np.random.default_rng(4).integers(0, spec.vocab, (CALIB_ROWS, 2 * PREFILL)))
     main_data, decode_data = prefill_batches(rows, PREFILL), decode_batches(model, spec, rows)
     out = []
-    for scheme, pipeline in SCHEMES.items():
+    for scheme, pipeline in schemes.items():
         try:
             start = time.perf_counter()
             module = module_for()
@@ -230,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-onnxruntime", action="store_true")
+    p.add_argument("--schemes", default=None, help="qir schemes to run, comma-separated "
+                   f"(default: all of {', '.join(SCHEMES)})")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
     quiet_on_threads()
@@ -269,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(Result("onnxruntime prefill",
                                       note=f"failed: {type(e).__name__}: {e}"[:160]))
                 traceback.print_exc(file=sys.stderr)
-        results += qir_results(model, spec, module_for, prefill_in, decode_in, check)
+        chosen = SCHEMES if args.schemes is None else {
+            k: SCHEMES[k] for k in (s.strip() for s in args.schemes.split(","))}
+        results += qir_results(model, spec, module_for, prefill_in, decode_in, check, chosen)
         measure_interleaved(results, args.repeat, args.warmup, args.rounds)
     print(table(results, args.markdown), flush=True)
     return 0

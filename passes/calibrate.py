@@ -13,10 +13,11 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from passes.manager import PassContext
-from passes.registry import register_pass
 from qir.diagnostics import QirError
 from qir.ir import Module, Op
+
+from passes.manager import PassContext
+from passes.registry import register_pass
 
 METHODS = ("minmax", "moving-average", "percentile", "entropy", "mse")
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from passes.manager import PassContext
-from passes.utils import make_constant, param_name
 from qir.diagnostics import QirError
 from qir.ir import Function, Module, Op, Value
+
+from passes.manager import PassContext
+from passes.utils import make_constant, param_name
 
 
 def calibration_batches(ctx: PassContext, pass_name: str) -> list[dict[str, Any]]:

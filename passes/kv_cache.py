@@ -22,14 +22,15 @@ from typing import Annotated
 
 import numpy as np
 
-from passes.capture import calibration_batches, collect
-from passes.manager import PassContext
-from passes.quant_math import quantize_array
-from passes.registry import register_pass
 from qir.builder import Builder
 from qir.diagnostics import QirError
 from qir.ir import Function, Module, Value
 from qir.types import QuantType, TensorType
+
+from passes.capture import calibration_batches, collect
+from passes.manager import PassContext
+from passes.quant_math import quantize_array
+from passes.registry import register_pass
 
 PAIRS = (("keys", "past_keys"), ("values", "past_values"))  # output, argument
 

@@ -21,13 +21,15 @@ from typing import Annotated, Literal
 
 import numpy as np
 
+from qir.ir import Module, Op, Value
+from qir.types import QuantType, TensorType
+
 from passes.manager import PassContext
-from passes.quant_math import channel_bounds, quantize_bias, quantize_multiplier, shift_multiplier
+from passes.quant_math import (channel_bounds, quantize_bias, quantize_multiplier,
+                               shift_multiplier)
 from passes.registry import register_pass
 from passes.rewrite import Rewriter, apply_patterns, pattern
 from passes.utils import single_user
-from qir.ir import Module, Op, Value
-from qir.types import QuantType, TensorType
 
 INT_COMPUTE = {"qir.conv1d": "qir.qconv1d", "qir.conv2d": "qir.qconv2d",
                "qir.linear": "qir.qlinear", "qir.matmul": "qir.qmatmul"}

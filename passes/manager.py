@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from passes.registry import PipelineStep, parse_pipeline
 from qir.diagnostics import QirError, VerifyError
 from qir.ir import Module
 from qir.printer import print_module
 from qir.verifier import verify
+
+from passes.registry import PipelineStep, parse_pipeline
 
 
 class PassFailed(QirError):

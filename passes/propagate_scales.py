@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import re
 
-from passes.quant_math import shift_multiplier
-from passes.registry import register_pass
-from passes.rewrite import Rewriter, apply_patterns, pattern
-from passes.utils import eliminate_dead_code
 from qir.builder import make_op
 from qir.diagnostics import QirError
 from qir.ir import Module, Op
 from qir.types import QuantType
+
+from passes.quant_math import shift_multiplier
+from passes.registry import register_pass
+from passes.rewrite import Rewriter, apply_patterns, pattern
+from passes.utils import eliminate_dead_code
 
 SINKABLE = ("qir.reshape", "qir.permute", "qir.max_pool2d", "qir.pad", "qir.slice",
             "qir.split", "qir.gather", "qir.broadcast_to", "qir.relu", "qir.clamp")

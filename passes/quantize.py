@@ -28,20 +28,16 @@ from typing import Annotated, Literal
 
 import numpy as np
 
-from passes.manager import PassContext
-from passes.quant_math import (
-    channel_bounds,
-    pow2_ceil,
-    quantize_array,
-    quantize_bias,
-    storage_range,
-)
-from passes.registry import register_pass
-from passes.utils import constant_array, param_name
 from qir.builder import Builder
 from qir.diagnostics import QirError
 from qir.ir import Function, Module, Op, Value
 from qir.types import QuantType, TensorType
+
+from passes.manager import PassContext
+from passes.quant_math import (channel_bounds, pow2_ceil, quantize_array, quantize_bias,
+                               storage_range)
+from passes.registry import register_pass
+from passes.utils import constant_array, param_name
 
 COMPUTE = ("qir.conv1d", "qir.conv2d", "qir.linear", "qir.matmul")
 INT32_MAX = 2**31 - 1

@@ -28,13 +28,14 @@ from typing import Annotated
 
 import numpy as np
 
+from qir.builder import Builder
+from qir.diagnostics import QirError
+from qir.ir import Module, Op, Value
+
 from passes.capture import calibration_batches, collect, finish, replace_constant, rows
 from passes.manager import PassContext
 from passes.registry import register_pass
 from passes.utils import constant_array, make_constant, param_name
-from qir.builder import Builder
-from qir.diagnostics import QirError
-from qir.ir import Module, Op, Value
 
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SEARCH_ROWS = 2048  # calibration rows per group used to score an alpha

@@ -37,16 +37,17 @@ from typing import Annotated, Literal
 
 import numpy as np
 
+from qir.builder import Builder
+from qir.diagnostics import QirError
+from qir.ir import Module, Op
+from qir.types import CODEBOOKS, QuantType, TensorType
+
 from passes.capture import calibration_batches, collect, finish, rows
 from passes.gptq import Grid, as_grid, group_scales, round_to_nearest
 from passes.gptq import gptq as gptq_round
 from passes.manager import PassContext
 from passes.registry import register_pass
 from passes.utils import constant_array, make_constant, param_name
-from qir.builder import Builder
-from qir.diagnostics import QirError
-from qir.ir import Module, Op
-from qir.types import CODEBOOKS, QuantType, TensorType
 
 STORAGE = {4: ("i4", 7), 8: ("i8", 127)}
 

@@ -14,9 +14,13 @@ one contiguous run of bytes:
   v * lanes + l of an even vector v in its low nibble and of vector v + 1 in its high
   nibble (both two's complement), so one vector load of bytes serves two vectors of
   weights (sign extension and two shifts unpack them);
-- 4-bit codebook indices (`cb4`): as int4, unsigned nibbles; 8-bit (`cb8`): as int8.
-  The table is an operand (16 or 256 float32 entries, the last level repeated past
-  the codebook's end), read by the index: a gather;
+- 4-bit codebook indices (`cb4`): as int4, unsigned nibbles, looked up in the 16-entry
+  table held in registers by a variable permute: one `vpermps` of a zmm (AVX-512), or
+  two of ymm halves and a blend on the index's bit 3 (AVX2). (A vector gather, which
+  TVM scalarizes, made NF4 decoding 3.7x slower than int4; a tree of 15 selects, 2x.)
+  8-bit (`cb8`): as int8, the 256-entry table read by the index (a gather).
+  Either table is an operand and repeats the last level past the codebook's end (numpy
+  clips indices);
 - scales [N/cols, ceil(K/group), cols] float32 (one group: per output channel).
 Padded channels have zero weights and scales, and are not written out.
 
@@ -103,13 +107,25 @@ def pack(q: np.ndarray, scales: np.ndarray, fmt: str, tile: Tile
             np.ascontiguousarray(s.reshape(nt, cols, -1).transpose(0, 2, 1)))
 
 
+def _permute(table, idx, lanes: int, c):
+    """table[idx] for a vector of 4-bit indices, the table in registers: `table[c % lanes]`
+    is a vector load of it once the dequantize loop is vectorized by `lanes`, as both
+    schedules do (these intrinsics take whole vectors)."""
+    if lanes == 16:
+        return tirx.call_llvm_pure_intrin("float32", "llvm.x86.avx512.permvar.sf.512",
+                                          table[c % 16], idx)
+    lo = tirx.call_llvm_pure_intrin("float32", "llvm.x86.avx2.permps", table[c % 8], idx)
+    hi = tirx.call_llvm_pure_intrin("float32", "llvm.x86.avx2.permps", table[8 + c % 8], idx)
+    return tirx.Select((idx & 8) != 0, hi, lo)
+
+
 def _weight(w: te.Tensor, s: te.Tensor, tab: te.Tensor | None, fmt: str, group: int,
             tile: Tile, t, kk, c):
     """The dequantized float32 weight of tile t, step kk, column c."""
     if fmt == "cb4":
         lanes = tile.lanes
         b = w[t, kk, (c // (2 * lanes)) * lanes + c % lanes].astype("int32")
-        q = tab[(b >> (4 * ((c // lanes) % 2))) & 0xF]
+        q = _permute(tab, (b >> (4 * ((c // lanes) % 2))) & 0xF, lanes, c)
     elif fmt == "cb8":
         q = tab[w[t, kk, c].astype("int32") & 0xFF]
     elif fmt == "i4":
@@ -128,7 +144,8 @@ def _weight(w: te.Tensor, s: te.Tensor, tab: te.Tensor | None, fmt: str, group: 
 @functools.cache
 def weight_dense_func(m: int, n: int, k: int, fmt: str, group: int, tile: Tile
                       ) -> tirx.PrimFunc:
-    """The scheduled kernel: (x[m, k], packed weights, packed scales) -> y[m, n]."""
+    """The scheduled kernel: (x[m, k], packed weights, packed scales[, a codebook's
+    table]) -> y[m, n]."""
     from backends.tvm.exact import rounded_product
 
     cols, nt, groups = tile.cols, ceil_div(n, tile.cols), ceil_div(k, group)
@@ -145,7 +162,8 @@ def weight_dense_func(m: int, n: int, k: int, fmt: str, group: int, tile: Tile
     acc = te.compute((mp, nt, cols), lambda i, t, c: te.sum(
         rounded_product(xp[i, r], wf[t, r, c]), axis=r), name="acc")
     y = te.compute((m, n), lambda i, j: acc[i, j // cols, j % cols], name="y")
-    sch = tvm.s_tir.Schedule(te.create_prim_func([x, w, s] + ([tab] if tab is not None else []) + [y]))
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, w, s] + ([tab] if fmt in TABLE else [])
+                                                 + [y]))
     parallel = m * n * k >= PARALLEL_WORK
     if mp != m:  # rows padded with zeros, copied apart from the product loops
         schedule_repack(sch, "xp", 1, parallel)
@@ -219,15 +237,17 @@ def weight_dense(bb: relax.BlockBuilder, x: relax.Expr, q: np.ndarray, scales: n
     if min(m, n, k) == 0 or scales.shape != (n, ceil_div(k, group)):
         return None
     tile = choose_tile(m, has_zmm(target))
+    table = None
+    if fmt in TABLE:  # the table, its last level repeated (numpy clips indices to it)
+        table = np.full(TABLE[fmt], levels[-1], np.float32)
+        table[:len(levels)] = levels
     func = build_or_none(weight_dense_func, m, n, k, fmt, group, tile)
     if func is None:
         return None
     packed, packed_scales = pack(q, scales, fmt, tile)
     x2 = bb.emit(R.reshape(x, (m, k))) if len(shape) != 2 else x
     operands = [x2, const(packed, "int8"), const(packed_scales, "float32")]
-    if fmt in TABLE:  # the table, its last level repeated (numpy clips indices to it)
-        table = np.full(TABLE[fmt], levels[-1], np.float32)
-        table[:len(levels)] = levels
+    if table is not None:
         operands.append(const(table, "float32"))
     y = call_kernel(bb, func, operands, (m, n), "float32")
     return bb.emit(R.reshape(y, shape[:-1] + (n,))) if len(shape) != 2 else y
