@@ -19,10 +19,12 @@ softmax(logits / T), restricted to the top K when given, with numpy's PCG64 seed
 once before the timed generation (loading a library and its first call are not the
 model's speed).
 
-`qir compile HF_DIR -o OUTDIR [--w4a16 | --w8a16 | --dynamic] [--calib C.npz]
-[--max-seq S] [--prefill-len P]` (`compile_causal_lm`) writes such an OUTDIR from a
-local transformers model directory. Calibration data for a causal LM is an .npz with
-`input_ids` [N, T]: every full run of P tokens of each row is one prefill batch.
+`qir compile HF_DIR -o OUTDIR [--w4a16 | --w8a16 | --nf4 | --dynamic | --int8
+[--smoothquant] | --fp8 [--fp8-format e5m2]] [--kv-int8] [--calib C.npz] [--max-seq S]
+[--prefill-len P]` (`compile_causal_lm`) writes such an OUTDIR from a local transformers
+model directory. Calibration data for a causal LM is an .npz with `input_ids` [N, T]:
+every full run of P tokens of each row is one prefill batch, and decode steps made from
+the rows calibrate @decode (frontends.causal_lm.decode_batches).
 """
 
 from __future__ import annotations
