@@ -323,12 +323,41 @@ def enable_extras() -> None:
         ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
 
 
+_LOADED: dict[str, tuple] = {}  # real path -> (identity of the file, the module loaded)
+
+
+def _load_module(path: str):
+    """tvm.runtime.load_module, also for a file replaced since this process loaded that
+    path (qir compile --force into the same OUTDIR, then load again): dlopen matches
+    libraries by path and would return the first one, so a replaced file is loaded
+    from a fresh name (a copy, removed once loaded: the mapping stays), and a path
+    loads as the module last loaded from it while its file is unchanged."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    ident = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    seen = _LOADED.get(real)
+    if seen is not None and seen[0] == ident:
+        return seen[1]
+    if seen is None:
+        mod = tvm.runtime.load_module(path)
+    else:
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="qir-reload-") as tmp:
+            fresh = os.path.join(tmp, os.path.basename(real))
+            shutil.copyfile(real, fresh)
+            mod = tvm.runtime.load_module(fresh)
+    _LOADED[real] = (ident, mod)
+    return mod
+
+
 def load(path: str) -> Compiled:
     """Load a library written by `Compiled.export_library`."""
     path = str(path)
     enable_extras()
     try:
-        mod = tvm.runtime.load_module(path)
+        mod = _load_module(path)
     except Exception as e:  # noqa: BLE001
         msg = error_summary(e)
         if "cuda" not in msg.lower():
@@ -338,7 +367,7 @@ def load(path: str) -> Compiled:
             raise TvmBuildError(f"{path} contains CUDA device code, which needs a CUDA driver "
                                 f"to load (no libcuda here): {msg}; {why}") from e
         try:
-            mod = tvm.runtime.load_module(path)
+            mod = _load_module(path)
         except Exception as e2:  # noqa: BLE001
             raise TvmBuildError(f"cannot load {path}: {error_summary(e2)}") from e2
     on_cuda = bool(mod._collect_from_import_tree(lambda m: m.kind == "cuda"))

@@ -94,6 +94,24 @@ def test_export_and_load_round_trip(tmp_path):
     np.testing.assert_array_equal(out[0].numpy(), list(run(module, feed).values())[0])
 
 
+def test_a_library_replaced_at_the_same_path_loads_anew(tmp_path):
+    """dlopen matches libraries by path: a file replaced since this process loaded it
+    (a recompile into the same OUTDIR) must not come back as the first library."""
+    path = tmp_path / "m.so"
+    results = []
+    for scale in (2.0, 3.0):
+        module = qir.parse("func @main(%x: tensor<4xf32>) -> (tensor<4xf32>) {\n"
+                           f"  %c = qir.constant {{value = dense<{scale}> : tensor<4xf32>}}"
+                           " : tensor<4xf32>\n"
+                           "  %y = qir.mul %x, %c : tensor<4xf32>\n  return %y\n}\n")
+        build(module, "llvm").export_library(path)
+        results.append(next(iter(load(path).run({"x": np.ones(4, np.float32)}).values())))
+    np.testing.assert_array_equal(results[0], np.full(4, 2.0, np.float32))
+    np.testing.assert_array_equal(results[1], np.full(4, 3.0, np.float32))
+    again = next(iter(load(path).run({"x": np.ones(4, np.float32)}).values()))
+    np.testing.assert_array_equal(again, results[1])
+
+
 def test_loading_something_else_fails_readably(tmp_path):
     bogus = tmp_path / "bogus.so"
     bogus.write_bytes(b"not a library")
