@@ -145,7 +145,12 @@ SCHEMES = {"float": "optimize",
                              "weight-only{bits=4,group-size=128,awq=true},canonicalize",
            "w4a16 g32 GPTQ": "canonicalize,fold-batchnorm,fuse-activations,"
                              "weight-only{bits=4,group-size=32,gptq=true},canonicalize",
-           "dynamic int8": "int8-dynamic"}
+           "dynamic int8": "int8-dynamic",
+           "int8 (W8A8)": "int8",
+           "int8 SmoothQuant (W8A8)": "int8-smooth",
+           "fp8 e4m3": "fp8-e4m3",
+           "nf4 g64 GPTQ": "canonicalize,fold-batchnorm,fuse-activations,"
+                           "weight-only{bits=4,group-size=64,format=nf4,gptq=true},canonicalize"}
 
 
 def evaluate(model, schemes: dict[str, str] = SCHEMES, p: int = 128, windows: int = 24,
