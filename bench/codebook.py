@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from bench.run import Result, measure_interleaved, quiet_on_threads
+from bench.run import Result, library_bytes, measure_interleaved, quiet_on_threads
 
 FRONT = "canonicalize,fold-batchnorm,fuse-activations,"
 
@@ -35,27 +34,17 @@ def schemes(group: int) -> dict[str, str]:
             f"NF4 g{group}, GPTQ": f"{FRONT}{w},format=nf4,gptq=true}},canonicalize"}
 
 
-def _size(compiled) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.so"
-        compiled.export_library(str(path))
-        return path.stat().st_size
-
-
 def byte_lm(group: int) -> list[tuple[str, dict, Result]]:
     from backends.tvm import build
-    from frontends.causal_lm import export_prefill, prefill_mask
+    from frontends.causal_lm import export_prefill, prefill_batches, prefill_mask
     from passes import PassContext, PassManager
     from qir.cli.opt import copy_module
-    from tests.byte_lm import corpus, held_out_windows, perplexity, trained_model
+    from tests.byte_lm import held_out_windows, perplexity, trained_model, training_rows
 
     model, p = trained_model(), 128
     held = held_out_windows(p, 24)
     mask, positions = prefill_mask(p), np.arange(p, dtype=np.int64)[None]
-    train, _ = corpus()
-    starts = np.random.default_rng(1).integers(0, len(train) - p, 16)
-    batches = [{"input_ids": train[s:s + p][None].astype(np.int64), "mask": mask,
-                "position_ids": positions} for s in starts]
+    batches = prefill_batches(training_rows(p, 16), p)
     exported = export_prefill(model, p)
     out, fp32_pred = [], None
     for label, pipeline in schemes(group).items():
@@ -72,7 +61,7 @@ def byte_lm(group: int) -> list[tuple[str, dict, Result]]:
         fp32_pred = pred if fp32_pred is None else fp32_pred
         feed = {"input_ids": held[0][None, :-1], "mask": mask, "position_ids": positions}
         out.append((label, {"perplexity": ppl, "agreement": float((pred == fp32_pred).mean())},
-                    Result(f"byte LM {label}", size_bytes=_size(compiled),
+                    Result(f"byte LM {label}", size_bytes=library_bytes(compiled),
                            fn=lambda c=compiled, f=feed: c.run(f))))
     return out
 
@@ -111,7 +100,7 @@ def minilm(group: int) -> list[tuple[str, dict, Result]]:
             cos.append((got * ref).sum(-1) / np.linalg.norm(got, axis=-1)
                        / np.linalg.norm(ref, axis=-1))
         out.append((label, {"cosine min": float(np.min(cos))},
-                    Result(f"MiniLM {label}", size_bytes=_size(compiled),
+                    Result(f"MiniLM {label}", size_bytes=library_bytes(compiled),
                            fn=lambda c=compiled: c.run(timed))))
     return out
 

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.run import Result, _ort_session, measure_interleaved, quiet_on_threads
+from bench.run import (Result, _ort_session, library_bytes, measure_interleaved,
+                       quiet_on_threads)
 
 PREFILL = 64
 MAX_SEQ = 256
@@ -96,8 +97,7 @@ def qir_results(model, spec, module_for, prefill_in, decode_in, check,
             pre = build(function_module(module, "main"), "llvm")
             dec = build(function_module(module, "decode"), "llvm")
             compile_s = time.perf_counter() - start
-            with tempfile.TemporaryDirectory() as tmp:
-                size = Path(dec.export_library(f"{tmp}/d.so")).stat().st_size
+            size = library_bytes(dec)
             if scheme == "float":
                 check(Generator(pre.run, dec.run, spec))
             out.append(Result(f"qir {scheme} prefill", None, compile_s, size,

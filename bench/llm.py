@@ -28,7 +28,8 @@ import traceback
 from pathlib import Path
 
 
-from bench.run import Result, _ort_session, measure_interleaved, quiet_on_threads
+from bench.run import (Result, _ort_session, library_bytes, measure_interleaved,
+                       quiet_on_threads)
 
 SEQ = 128
 SCHEMES = {"float": "optimize", "int8": "int8", "dynamic": "int8-dynamic",
@@ -83,9 +84,7 @@ def qir_results(model, ids, calib) -> list[Result]:
                         ).run(module)
             compiled = build(module, "llvm")
             compile_s = time.perf_counter() - start
-            with tempfile.TemporaryDirectory() as tmp:  # the deployed library, weights inside
-                size = Path(compiled.export_library(f"{tmp}/model.so")).stat().st_size
-            out.append(Result(label, None, compile_s, size,
+            out.append(Result(label, None, compile_s, library_bytes(compiled),
                               fn=functools.partial(compiled.run, {name: ids.numpy()})))
         except Exception as e:  # noqa: BLE001  (one scheme failing must not hide the rest)
             out.append(Result(label, note=f"failed: {type(e).__name__}: {e}"[:160]))

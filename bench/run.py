@@ -103,6 +103,12 @@ def measure_interleaved(results: list[Result], repeat: int, warmup: int, rounds:
         r.p10_ms = float(np.percentile(times[id(r)], 10))
 
 
+def library_bytes(compiled) -> int:
+    """The size of `compiled` as a deployed library (model.so, weights inside)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(compiled.export_library(f"{tmp}/model.so")).stat().st_size
+
+
 def _params_bytes(module) -> int:
     return int(sum(a.nbytes for a in module.params.values()))
 

@@ -153,29 +153,38 @@ SCHEMES = {"float": "optimize",
                            "weight-only{bits=4,group-size=64,format=nf4,gptq=true},canonicalize"}
 
 
+def fp32_reference(model, windows: np.ndarray) -> tuple[float, np.ndarray]:
+    """torch fp32's (perplexity, greedy predictions) on the windows (`perplexity`)."""
+    def torch_logits(ids):
+        with torch.no_grad():
+            return model(input_ids=torch.from_numpy(ids)).logits.numpy()
+
+    return perplexity(torch_logits, windows)
+
+
+def training_rows(length: int, count: int) -> list[np.ndarray]:
+    """`count` windows of `length` training bytes at seeded random starts, as int64
+    token rows: the calibration data."""
+    train, _ = corpus()
+    starts = np.random.default_rng(1).integers(0, len(train) - length, count)
+    return [train[s:s + length].astype(np.int64) for s in starts]
+
+
 def evaluate(model, schemes: dict[str, str] = SCHEMES, p: int = 128, windows: int = 24,
              calib: int = 16) -> dict[str, dict]:
     """Per scheme: held-out perplexity and greedy agreement with torch fp32 (the share
     of positions whose argmax byte is fp32's), each built for llvm from the prefill
     (frontends.causal_lm.export_prefill); GPTQ calibrates on `calib` training windows."""
     from backends.tvm import build
-    from frontends.causal_lm import export_prefill, prefill_mask
+    from frontends.causal_lm import export_prefill, prefill_batches, prefill_mask
     from passes import PassContext, PassManager
     from qir.cli.opt import copy_module
 
     held = held_out_windows(p, windows)
     mask, positions = prefill_mask(p), np.arange(p, dtype=np.int64)[None]
-
-    def torch_logits(ids):
-        with torch.no_grad():
-            return model(input_ids=torch.from_numpy(ids)).logits.numpy()
-
-    fp32_ppl, fp32_pred = perplexity(torch_logits, held)
+    fp32_ppl, fp32_pred = fp32_reference(model, held)
     out = {"torch fp32": {"perplexity": fp32_ppl, "agreement": 1.0}}
-    train, _ = corpus()
-    starts = np.random.default_rng(1).integers(0, len(train) - p, calib)
-    batches = [{"input_ids": train[s:s + p][None].astype(np.int64), "mask": mask,
-                "position_ids": positions} for s in starts]
+    batches = prefill_batches(training_rows(p, calib), p)
     exported = export_prefill(model, p)
     for label, pipeline in schemes.items():
         module = copy_module(exported)  # each scheme quantizes its own copy
@@ -217,16 +226,9 @@ def evaluate_generation(model, schemes: dict[str, tuple[str, bool]] = GENERATION
     from qir.cli.opt import copy_module
 
     held = held_out_windows(length, windows)  # `length` bytes in, each scored on the next
-
-    def torch_logits(ids):
-        with torch.no_grad():
-            return model(input_ids=torch.from_numpy(ids)).logits.numpy()
-
-    fp32_ppl, fp32_pred = perplexity(torch_logits, held)
+    fp32_ppl, fp32_pred = fp32_reference(model, held)
     out = {"torch fp32": {"perplexity": fp32_ppl, "agreement": 1.0}}
-    train, _ = corpus()
-    starts = np.random.default_rng(1).integers(0, len(train) - length, calib)
-    rows = [train[s:s + length].astype(np.int64) for s in starts]
+    rows = training_rows(length, calib)
     exported, spec = export_causal_lm(model, max_seq=length + 1, prefill_len=prefill)
     main_data, decode_data = prefill_batches(rows, prefill), decode_batches(model, spec, rows)
     for label, (pipeline, kv) in schemes.items():
