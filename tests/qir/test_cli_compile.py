@@ -156,6 +156,11 @@ def test_scheme_flags_conflict(bert_files, capsys):
     assert "choose one of" in capsys.readouterr().err
     assert main(["compile", str(archive), "--smoothquant", "-o", str(tmp / "x")]) == 1
     assert "apply to --int8" in capsys.readouterr().err
+    assert main(["compile", str(archive), "--nf4", "--pow2-scales", "-o", str(tmp / "x")]) == 1
+    assert "--pow2-scales" in capsys.readouterr().err
+    assert main(["compile", str(archive), "--int8", "--kv-int8", "-o", str(tmp / "x")]) == 1
+    assert "--kv-int8 applies to causal LMs" in capsys.readouterr().err
+    assert not (tmp / "x").exists()
 
 
 def test_fp8_llvm_matches_numpy(model_files):
